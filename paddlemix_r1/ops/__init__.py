@@ -1,1 +1,27 @@
+"""Every fast path in one place; see ``dispatch`` for how an implementation is chosen."""
 
+from paddlemix_r1.ops.activations import ACTIVATIONS, gelu, quick_gelu, swiglu
+from paddlemix_r1.ops.attention import attention, causal_padding_mask, varlen_attention
+from paddlemix_r1.ops.dispatch import device_kind, implementation, override, reset
+from paddlemix_r1.ops.norms import layer_norm, rms_norm
+from paddlemix_r1.ops.rotary import apply_rotary, inv_freq, mrope_cos_sin, vision_cos_sin
+
+__all__ = [
+    "ACTIVATIONS",
+    "apply_rotary",
+    "attention",
+    "causal_padding_mask",
+    "device_kind",
+    "gelu",
+    "implementation",
+    "inv_freq",
+    "layer_norm",
+    "mrope_cos_sin",
+    "override",
+    "quick_gelu",
+    "reset",
+    "rms_norm",
+    "swiglu",
+    "varlen_attention",
+    "vision_cos_sin",
+]

@@ -1,0 +1,167 @@
+"""Hugging Face checkpoints: read config.json + (sharded) safetensors without torch, write them back.
+
+Key layouts accepted on load:
+  published:        model.layers.N..., model.embed_tokens, model.norm, visual.*, lm_head.weight
+  transformers 5:   model.language_model.layers.N..., model.visual.*, lm_head.weight
+Our parameter names are the published ones. Saving writes the published layout, which every
+transformers release since Qwen2-VL (and vLLM) loads.
+
+Paddle's nn.Linear stores (in, out), HF (out, in): ``_is_linear_weight`` decides, and this file is
+the only place that transposes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import paddle
+import paddle.nn as nn
+from safetensors import safe_open
+from safetensors.paddle import save_file
+
+from paddlemix_r1.models.config import ModelConfig
+
+_HF5_PREFIXES = (("model.language_model.", "model."), ("model.visual.", "visual."))
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+           "float16": "float16", "fp16": "float16"}
+
+
+def to_our_key(key: str) -> str:
+    for src, dst in _HF5_PREFIXES:
+        if key.startswith(src):
+            return dst + key[len(src):]
+    return key
+
+
+def _linear_weight_names(model: nn.Layer) -> set[str]:
+    return {f"{name}.weight" if name else "weight" for name, layer in model.named_sublayers() if isinstance(layer, nn.Linear)}
+
+
+def _weight_files(path: str) -> list[str]:
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index, encoding="utf-8") as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+        return [os.path.join(path, name) for name in files]
+    single = os.path.join(path, "model.safetensors")
+    if os.path.exists(single):
+        return [single]
+    raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json")
+
+
+def load_state(model: nn.Layer, path: str) -> None:
+    """Copy every tensor of the checkpoint at ``path`` into ``model``; strict about names and shapes."""
+    params = dict(model.named_parameters())
+    linear = _linear_weight_names(model)
+    seen: set[str] = set()
+    tied = getattr(model.config, "tie_word_embeddings", False)
+    for file in _weight_files(path):
+        with safe_open(file, framework="paddle") as f:
+            for key in f.keys():
+                ours = to_our_key(key)
+                if tied and ours == "lm_head.weight":
+                    continue  # tied checkpoints may still carry a copy; the embedding is the source
+                if ours not in params:
+                    raise KeyError(f"{file}: unexpected key {key!r} (no parameter {ours!r} in the model)")
+                t = f.get_tensor(key)
+                if ours in linear:
+                    t = t.T
+                p = params[ours]
+                if list(t.shape) != list(p.shape):
+                    raise ValueError(
+                        f"{file}: key {key!r} has shape {list(t.shape)} (after layout conversion), "
+                        f"model parameter {ours!r} expects {list(p.shape)}"
+                    )
+                p.set_value(t.astype(p.dtype))
+                seen.add(ours)
+    expected = set(params) - ({"lm_head.weight"} if tied else set())
+    missing = sorted(expected - seen)
+    if missing:
+        shapes = ", ".join(f"{k} {list(params[k].shape)}" for k in missing[:10])
+        raise KeyError(f"{path}: checkpoint is missing {len(missing)} parameter(s): {shapes}")
+
+
+def from_pretrained(path: str, dtype: str = "float32") -> nn.Layer:
+    """Load a Qwen2-VL or Qwen2.5-VL checkpoint directory (config.json + safetensors)."""
+    from paddlemix_r1.models import MODEL_CLASSES
+
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype {dtype!r} not one of {sorted(_DTYPES)}")
+    config = ModelConfig.from_file(os.path.join(path, "config.json"))
+    model = MODEL_CLASSES[config.model_type](config)
+    load_state(model, path)
+    if _DTYPES[dtype] != "float32":
+        model.to(dtype=_DTYPES[dtype])
+    model.eval()
+    return model
+
+
+def _hf_state(model: nn.Layer) -> dict[str, paddle.Tensor]:
+    linear = _linear_weight_names(model)
+    tied = model.config.tie_word_embeddings
+    out = {}
+    for name, p in model.named_parameters():
+        if tied and name == "lm_head.weight":
+            continue
+        t = p.detach()
+        out[name] = (t.T if name in linear else t).contiguous()
+    return out
+
+
+def save_pretrained(model: nn.Layer, out_dir: str, max_shard_bytes: int = 4 << 30) -> None:
+    """Write config.json and safetensors (sharded above ``max_shard_bytes``) atomically:
+    everything goes to a temporary sibling directory that replaces ``out_dir`` in one rename.
+    Files already in ``out_dir`` that are not weights or config (tokenizer, processor) are kept."""
+    out_dir = os.path.abspath(out_dir)
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-save-", dir=parent)
+    try:
+        if os.path.isdir(out_dir):
+            for name in os.listdir(out_dir):
+                if not (name.endswith(".safetensors") or name in ("config.json", "model.safetensors.index.json")):
+                    src = os.path.join(out_dir, name)
+                    (shutil.copytree if os.path.isdir(src) else shutil.copy2)(src, os.path.join(tmp, name))
+        state = _hf_state(model)
+        shards: list[dict[str, paddle.Tensor]] = [{}]
+        size = 0
+        for k, t in state.items():
+            nbytes = t.numel().item() * t.element_size()
+            if shards[-1] and size + nbytes > max_shard_bytes:
+                shards.append({})
+                size = 0
+            shards[-1][k] = t
+            size += nbytes
+        meta = {"format": "pt"}
+        if len(shards) == 1:
+            save_file(shards[0], os.path.join(tmp, "model.safetensors"), metadata=meta)
+        else:
+            weight_map, total = {}, 0
+            for i, shard in enumerate(shards):
+                fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+                save_file(shard, os.path.join(tmp, fname), metadata=meta)
+                for k, t in shard.items():
+                    weight_map[k] = fname
+                    total += t.numel().item() * t.element_size()
+            with open(os.path.join(tmp, "model.safetensors.index.json"), "w", encoding="utf-8") as f:
+                json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+        cfg = model.config.to_dict()
+        dtype = str(next(iter(state.values())).dtype).replace("paddle.", "")
+        cfg["torch_dtype"] = dtype
+        if "dtype" in cfg:
+            cfg["dtype"] = dtype
+        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(cfg, f, indent=2)
+        old = None
+        if os.path.exists(out_dir):
+            old = out_dir + ".old-" + os.path.basename(tmp)
+            os.rename(out_dir, old)
+        os.rename(tmp, out_dir)
+        if old:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,275 @@
+"""The Qwen2 decoder shared by Qwen2-VL and Qwen2.5-VL, its KV cache, and the vision-language
+wrapper (``VLModelBase``) that both families subclass with their own vision tower.
+
+Parameter names follow the published checkpoints (``model.layers.N.self_attn.q_proj``,
+``visual.blocks.N``, ``lm_head``) so loading is a near-straight map (see checkpoint.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+
+from paddlemix_r1 import ops
+from paddlemix_r1.models.config import ModelConfig, TextConfig
+from paddlemix_r1.models.rope_index import get_rope_index
+
+
+class RMSNorm(nn.Layer):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = self.create_parameter([dim], default_initializer=nn.initializer.Constant(1.0))
+        self.eps = eps
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return ops.rms_norm(x, self.weight, self.eps)
+
+
+class KVCache:
+    """Preallocated keys/values for every layer, written at explicit positions.
+
+    k[layer], v[layer]: (B, max_len, n_kv_heads, head_dim). ``length`` is how many positions
+    hold data; a forward with the cache writes positions [length, length + L) and advances it.
+    """
+
+    def __init__(self, num_layers: int, batch: int, max_len: int, n_kv: int, head_dim: int, dtype: str):
+        self.k = [paddle.zeros([batch, max_len, n_kv, head_dim], dtype) for _ in range(num_layers)]
+        self.v = [paddle.zeros([batch, max_len, n_kv, head_dim], dtype) for _ in range(num_layers)]
+        self.length = 0
+        self.max_len = max_len
+
+    @property
+    def batch(self) -> int:
+        return int(self.k[0].shape[0])
+
+    def write(self, layer: int, k: paddle.Tensor, v: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """Store k, v (B, L, nkv, hd) at [length, length+L); return keys/values (B, length+L, nkv, hd)."""
+        end = self.length + k.shape[1]
+        if end > self.max_len:
+            raise ValueError(f"KV cache overflow: need {end} positions, allocated {self.max_len}")
+        self.k[layer][:, self.length : end] = k
+        self.v[layer][:, self.length : end] = v
+        return self.k[layer][:, :end], self.v[layer][:, :end]
+
+    def repeat_interleave(self, repeats: int) -> None:
+        """Expand every row ``repeats`` times in place (group prefix sharing: one prompt, G rows)."""
+        self.k = [paddle.repeat_interleave(t, repeats, axis=0) for t in self.k]
+        self.v = [paddle.repeat_interleave(t, repeats, axis=0) for t in self.v]
+
+
+class Attention(nn.Layer):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.nh, self.nkv, self.hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, self.nh * self.hd)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.nkv * self.hd)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.nkv * self.hd)
+        self.o_proj = nn.Linear(self.nh * self.hd, cfg.hidden_size, bias_attr=False)
+        self.scale = self.hd**-0.5
+
+    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer_idx: int):
+        b, length, _ = x.shape
+        q = self.q_proj(x).reshape([b, length, self.nh, self.hd])  # (B, L, nh, hd)
+        k = self.k_proj(x).reshape([b, length, self.nkv, self.hd])  # (B, L, nkv, hd)
+        v = self.v_proj(x).reshape([b, length, self.nkv, self.hd])
+        q, k = ops.apply_rotary(q, k, cos, sin)
+        if cache is not None:
+            k, v = cache.write(layer_idx, k, v)  # (B, K, nkv, hd)
+        out = ops.attention(q, k, v, mask, self.scale)  # (B, L, nh, hd)
+        return self.o_proj(out.reshape([b, length, self.nh * self.hd]))
+
+
+class MLP(nn.Layer):
+    def __init__(self, hidden: int, inter: int, bias: bool = False):
+        super().__init__()
+        b = None if bias else False
+        self.gate_proj = nn.Linear(hidden, inter, bias_attr=b)
+        self.up_proj = nn.Linear(hidden, inter, bias_attr=b)
+        self.down_proj = nn.Linear(inter, hidden, bias_attr=b)
+
+    def forward(self, x):
+        return self.down_proj(ops.swiglu(self.gate_proj(x), self.up_proj(x)))
+
+
+class DecoderLayer(nn.Layer):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.self_attn = Attention(cfg)
+        self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, x, cos, sin, mask, cache, layer_idx):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer_idx)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Decoder(nn.Layer):
+    """Token embedding, decoder layers and final norm (``model.*`` in the checkpoint)."""
+
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.LayerList([DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers)])
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.register_buffer("inv_freq", ops.inv_freq(cfg.head_dim, cfg.rope_theta), persistable=False)
+        self.recompute = False
+
+    def forward(self, embeds, position_ids, attention_mask, cache: KVCache | None = None):
+        """embeds (B, L, H); position_ids (3, B, L); attention_mask (B, K) over cache + new tokens."""
+        cos, sin = ops.mrope_cos_sin(position_ids, self.inv_freq, self.cfg.mrope_section)  # (B, L, hd)
+        mask = ops.causal_padding_mask(attention_mask, embeds.shape[1])  # (B, 1, L, K)
+        x = embeds
+        for i, layer in enumerate(self.layers):
+            if self.recompute and self.training:
+                from paddle.distributed.fleet.utils import recompute
+
+                x = recompute(layer, x, cos, sin, mask, None, i)
+            else:
+                x = layer(x, cos, sin, mask, cache, i)
+        if cache is not None:
+            cache.length += embeds.shape[1]
+        return self.norm(x)
+
+
+class LMHead(nn.Layer):
+    """Vocabulary projection with the weight kept as (V, H), the checkpoint's layout, so a tied
+    head can share the embedding matrix itself."""
+
+    def __init__(self, weight: paddle.Tensor):
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, h: paddle.Tensor) -> paddle.Tensor:
+        return paddle.matmul(h, self.weight, transpose_y=True)  # (..., V)
+
+
+@dataclass
+class ModelOutput:
+    logits: paddle.Tensor | None
+    hidden_states: paddle.Tensor  # final normed hidden states (B, L, H)
+    position_ids: paddle.Tensor  # (3, B, L)
+    rope_deltas: paddle.Tensor  # (B,)
+
+
+def _np(x) -> np.ndarray | None:
+    if x is None:
+        return None
+    return x.numpy() if isinstance(x, paddle.Tensor) else np.asarray(x)
+
+
+class VLModelBase(nn.Layer):
+    """Vision tower + decoder + LM head. Subclasses set ``vision_cls``."""
+
+    vision_cls: type[nn.Layer]
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.visual = self.vision_cls(config.vision)
+        self.model = Decoder(config.text)
+        if config.tie_word_embeddings:
+            self.lm_head = LMHead(self.model.embed_tokens.weight)
+        else:
+            w = self.create_parameter([config.text.vocab_size, config.text.hidden_size])
+            self.lm_head = LMHead(w)
+
+    # ----- inputs -----
+    def rope_index(
+        self, input_ids, attention_mask=None, image_grid_thw=None, video_grid_thw=None, second_per_grid_ts=None
+    ) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """M-RoPE ids (3, B, L) and rope_deltas (B,) as paddle int64 tensors."""
+        v = self.config.vision
+        pos, deltas = get_rope_index(
+            _np(input_ids),
+            _np(attention_mask),
+            _np(image_grid_thw),
+            _np(video_grid_thw),
+            image_token_id=self.config.image_token_id,
+            video_token_id=self.config.video_token_id,
+            spatial_merge_size=v.spatial_merge_size,
+            second_per_grid_ts=_np(second_per_grid_ts) if self.config.model_type == "qwen2_5_vl" else None,
+            tokens_per_second=v.tokens_per_second,
+        )
+        return paddle.to_tensor(pos), paddle.to_tensor(deltas)
+
+    def embed(self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None):
+        """Token embeddings with vision features scattered into the image/video placeholder slots."""
+        embeds = self.model.embed_tokens(input_ids)  # (B, L, H)
+        for pix, grid, tok in (
+            (pixel_values, image_grid_thw, self.config.image_token_id),
+            (pixel_values_videos, video_grid_thw, self.config.video_token_id),
+        ):
+            if pix is None:
+                continue
+            feats = self.visual(pix.astype(embeds.dtype), _np(grid))  # (n_tokens, H)
+            slots = paddle.nonzero((input_ids == tok).reshape([-1])).reshape([-1])  # (n_slots,)
+            if int(slots.shape[0]) != int(feats.shape[0]):
+                raise ValueError(
+                    f"image features and image tokens do not match: {int(slots.shape[0])} placeholder tokens, "
+                    f"{int(feats.shape[0])} features"
+                )
+            flat = embeds.reshape([-1, embeds.shape[-1]])
+            flat = paddle.scatter(flat, slots, feats.astype(flat.dtype), overwrite=True)
+            embeds = flat.reshape(embeds.shape)
+        return embeds
+
+    def forward(
+        self,
+        input_ids: paddle.Tensor,
+        attention_mask: paddle.Tensor | None = None,
+        pixel_values: paddle.Tensor | None = None,
+        image_grid_thw: paddle.Tensor | None = None,
+        pixel_values_videos: paddle.Tensor | None = None,
+        video_grid_thw: paddle.Tensor | None = None,
+        second_per_grid_ts: paddle.Tensor | None = None,
+        position_ids: paddle.Tensor | None = None,
+        cache: KVCache | None = None,
+        logits_to_keep: int | None = None,
+        return_logits: bool = True,
+    ) -> ModelOutput:
+        """Full forward. ``position_ids`` (3, B, L) may be given (decode steps, log-prob passes);
+        otherwise they come from ``rope_index``. With ``cache``, ``attention_mask`` covers the
+        cached positions plus the new ones. ``logits_to_keep`` k: logits for the last k positions only.
+        """
+        if attention_mask is None:
+            attention_mask = paddle.ones(input_ids.shape, dtype="int64")
+        deltas = None
+        if position_ids is None:
+            position_ids, deltas = self.rope_index(
+                input_ids, attention_mask[:, -input_ids.shape[1]:], image_grid_thw, video_grid_thw, second_per_grid_ts
+            )
+        embeds = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
+        hidden = self.model(embeds, position_ids, attention_mask, cache)  # (B, L, H)
+        logits = None
+        if return_logits:
+            h = hidden if logits_to_keep is None else hidden[:, -logits_to_keep:]
+            logits = self.lm_head(h)  # (B, L or k, V)
+        return ModelOutput(logits=logits, hidden_states=hidden, position_ids=position_ids, rope_deltas=deltas)
+
+    # ----- weights -----
+    def init_weights(self, std: float = 0.02, seed: int | None = None) -> None:
+        """Random init for models built from scratch: N(0, std) matrices, zero biases, unit norms."""
+        if seed is not None:
+            paddle.seed(seed)
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                p.set_value(paddle.zeros(p.shape, p.dtype))
+            elif p.ndim == 1:
+                p.set_value(paddle.ones(p.shape, p.dtype))
+            else:
+                p.set_value(paddle.normal(0.0, std, p.shape).astype(p.dtype))
+
+    def save_pretrained(self, out_dir: str, max_shard_bytes: int = 4 << 30) -> None:
+        from paddlemix_r1.models.checkpoint import save_pretrained
+
+        save_pretrained(self, out_dir, max_shard_bytes=max_shard_bytes)
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        t = self.config.text
+        dtype = str(self.model.embed_tokens.weight.dtype).replace("paddle.", "")
+        return KVCache(t.num_hidden_layers, batch, max_len, t.num_key_value_heads, t.head_dim, dtype)

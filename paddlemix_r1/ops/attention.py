@@ -1,0 +1,115 @@
+"""Attention: padded causal (decoder, with KV cache) and block-diagonal variable length (vision).
+
+Layouts follow Paddle's kernels: (B, L, heads, head_dim). Softmax runs in fp32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+from paddlemix_r1.ops.dispatch import get, register
+
+NEG_INF = -1e30  # additive mask value; finite so a fully masked (pad) row stays finite
+
+
+def causal_padding_mask(attention_mask: paddle.Tensor, q_len: int, dtype: str = "float32") -> paddle.Tensor:
+    """Additive mask (B, 1, q_len, K) for the last ``q_len`` of K key positions.
+
+    attention_mask: (B, K) 1 = token, 0 = padding. Query i (absolute K - q_len + i) sees key j when
+    j <= its absolute position and key j is not padding.
+    """
+    k_len = attention_mask.shape[-1]
+    q_pos = paddle.arange(k_len - q_len, k_len).unsqueeze(-1)  # (q, 1)
+    k_pos = paddle.arange(k_len).unsqueeze(0)  # (1, K)
+    allowed = (k_pos <= q_pos).unsqueeze(0) & attention_mask.astype("bool").unsqueeze(1)  # (B, q, K)
+    mask = paddle.where(allowed, paddle.zeros([], dtype), paddle.full([], NEG_INF, dtype))
+    return mask.unsqueeze(1)  # (B, 1, q, K)
+
+
+@register("attention", "eager")
+def attention_eager(
+    q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: paddle.Tensor | None, scale: float
+) -> paddle.Tensor:
+    """q: (B, Lq, nh, hd); k, v: (B, Lk, nkv, hd) with nh % nkv == 0 (GQA); mask additive (B, 1, Lq, Lk)."""
+    b, lq, nh, hd = q.shape
+    nkv = k.shape[2]
+    g = nh // nkv
+    qt = q.reshape([b, lq, nkv, g, hd]).transpose([0, 2, 3, 1, 4])  # (B, nkv, g, Lq, hd)
+    kt = k.transpose([0, 2, 1, 3]).unsqueeze(2)  # (B, nkv, 1, Lk, hd)
+    vt = v.transpose([0, 2, 1, 3]).unsqueeze(2)  # (B, nkv, 1, Lk, hd)
+    with paddle.amp.auto_cast(enable=False):
+        scores = paddle.matmul(qt, kt, transpose_y=True).astype("float32") * scale  # (B, nkv, g, Lq, Lk)
+        if mask is not None:
+            scores = scores + mask.unsqueeze(1)  # mask (B, 1, 1, Lq, Lk)
+        probs = F.softmax(scores, axis=-1).astype(q.dtype)
+    out = paddle.matmul(probs, vt)  # (B, nkv, g, Lq, hd)
+    return out.transpose([0, 3, 1, 2, 4]).reshape([b, lq, nh, hd])
+
+
+@register("attention", "fused")
+def attention_fused(
+    q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: paddle.Tensor | None, scale: float
+) -> paddle.Tensor:
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=None if mask is None else mask.astype(q.dtype), scale=scale, training=False
+    )
+
+
+def attention(
+    q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: paddle.Tensor | None, scale: float
+) -> paddle.Tensor:
+    return get("attention")(q, k, v, mask, scale)
+
+
+def _segment_layout(cu_seqlens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gather index (S, M) and validity (S, M) that lay N packed tokens out as S padded segments."""
+    lens = np.diff(cu_seqlens)  # (S,)
+    max_len = int(lens.max())
+    offs = np.arange(max_len)[None, :]  # (1, M)
+    valid = offs < lens[:, None]  # (S, M)
+    index = np.where(valid, cu_seqlens[:-1, None] + offs, 0)  # (S, M)
+    return index, valid
+
+
+@register("varlen_attention", "eager")
+def varlen_attention_eager(
+    q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, cu_seqlens: np.ndarray, scale: float
+) -> paddle.Tensor:
+    """Block-diagonal attention over packed segments.
+
+    q, k, v: (N, nh, hd); cu_seqlens: (S + 1,) host int array of segment boundaries.
+    Segments are gathered into a padded (S, M) batch, so cost is S * M^2, not N^2.
+    """
+    index, valid = _segment_layout(np.asarray(cu_seqlens, dtype="int64"))
+    s, m = index.shape
+    flat = paddle.to_tensor(index.reshape(-1))
+    qs, ks, vs = (paddle.gather(t, flat).reshape([s, m, t.shape[1], t.shape[2]]) for t in (q, k, v))  # (S, M, nh, hd)
+    mask = None
+    if not valid.all():
+        key_ok = paddle.to_tensor(valid)[:, None, None, :]  # (S, 1, 1, M)
+        mask = paddle.where(key_ok, paddle.zeros([], "float32"), paddle.full([], NEG_INF, "float32"))
+    out = attention_eager(qs, ks, vs, mask, scale)  # (S, M, nh, hd)
+    out = out.reshape([s * m, q.shape[1], q.shape[2]])
+    if valid.all():
+        return out
+    return paddle.gather(out, paddle.to_tensor(np.flatnonzero(valid.reshape(-1))))  # (N, nh, hd)
+
+
+@register("varlen_attention", "fused")
+def varlen_attention_fused(
+    q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, cu_seqlens: np.ndarray, scale: float
+) -> paddle.Tensor:
+    from paddle.nn.functional.flash_attention import flash_attn_unpadded
+
+    cu = paddle.to_tensor(np.asarray(cu_seqlens, dtype="int32"))
+    max_len = int(np.diff(cu_seqlens).max())
+    out, _ = flash_attn_unpadded(q, k, v, cu, cu, max_len, max_len, scale, causal=False)
+    return out
+
+
+def varlen_attention(
+    q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, cu_seqlens: np.ndarray, scale: float
+) -> paddle.Tensor:
+    return get("varlen_attention")(q, k, v, cu_seqlens, scale)

@@ -1,0 +1,77 @@
+"""One place that picks every kernel.
+
+Each op has an ``eager`` reference (plain Paddle ops, runs anywhere) and, where Paddle ships one,
+a ``fused`` implementation under the same signature. The implementation is chosen once, on first
+use, from the device Paddle computes on; ``override`` pins one (tests, benchmarks).
+On CPU nothing GPU-only is ever called: Paddle's CPU build crashes (SIGILL) or has no kernel for
+``fused_rms_norm``, ``fused_rms_norm_ext`` and ``fused_rotary_position_embedding``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import paddle
+
+_REGISTRY: dict[str, dict[str, Callable]] = {}
+# Which implementation each device kind uses when both exist.
+_DEFAULT_FOR_DEVICE = {"gpu": "fused", "cpu": "eager"}
+_chosen: dict[str, Callable] = {}
+_overrides: dict[str, str] = {}
+
+
+def register(op: str, impl: str) -> Callable[[Callable], Callable]:
+    """Decorator: register ``fn`` as implementation ``impl`` ("eager" or "fused") of ``op``."""
+
+    def deco(fn: Callable) -> Callable:
+        _REGISTRY.setdefault(op, {})[impl] = fn
+        _chosen.pop(op, None)
+        return fn
+
+    return deco
+
+
+def device_kind() -> str:
+    """'gpu' when Paddle computes on a CUDA device, else 'cpu'."""
+    place = paddle.get_device()
+    return "gpu" if place.startswith("gpu") and paddle.is_compiled_with_cuda() else "cpu"
+
+
+def implementation(op: str) -> str:
+    """Name of the implementation ``op`` uses now."""
+    impls = _REGISTRY[op]
+    if op in _overrides:
+        return _overrides[op]
+    want = _DEFAULT_FOR_DEVICE[device_kind()]
+    return want if want in impls else "eager"
+
+
+def get(op: str) -> Callable:
+    fn = _chosen.get(op)
+    if fn is None:
+        fn = _REGISTRY[op][implementation(op)]
+        _chosen[op] = fn
+    return fn
+
+
+@contextlib.contextmanager
+def override(**impls: str) -> Iterator[None]:
+    """Pin implementations, e.g. ``with override(attention="eager"):``. Restores on exit."""
+    for op, impl in impls.items():
+        if impl not in _REGISTRY.get(op, {}):
+            raise KeyError(f"op {op!r} has no implementation {impl!r}; known: {sorted(_REGISTRY.get(op, {}))}")
+    saved = dict(_overrides)
+    _overrides.update(impls)
+    _chosen.clear()
+    try:
+        yield
+    finally:
+        _overrides.clear()
+        _overrides.update(saved)
+        _chosen.clear()
+
+
+def reset() -> None:
+    """Forget cached choices (call after ``paddle.set_device``)."""
+    _chosen.clear()

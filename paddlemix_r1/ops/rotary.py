@@ -1,0 +1,88 @@
+"""Rotary position embeddings: multimodal (M-RoPE) tables for the decoder, 2-D tables for the
+vision tower, and the rotation itself (eager reference + Paddle's fused kernel)."""
+
+from __future__ import annotations
+
+import numpy as np
+import paddle
+
+from paddlemix_r1.ops.dispatch import get, register
+
+
+def inv_freq(dim: int, theta: float) -> paddle.Tensor:
+    """1 / theta^(2i/dim) for i < dim/2, in fp32 (same arithmetic as HF's default rope)."""
+    exponents = paddle.arange(0, dim, 2, dtype="float32") / dim  # (dim/2,)
+    return 1.0 / (theta**exponents)
+
+
+def mrope_axis_of_frequency(mrope_section: list[int]) -> np.ndarray:
+    """Which position axis (0 temporal, 1 height, 2 width) drives each of the head_dim/2 frequencies.
+
+    HF splits the frequency axis into chunks of ``mrope_section`` and takes chunk i from axis i % 3.
+    """
+    return np.concatenate([np.full(n, i % 3, dtype="int64") for i, n in enumerate(mrope_section)])
+
+
+def mrope_cos_sin(
+    position_ids: paddle.Tensor, inv_freq_: paddle.Tensor, mrope_section: list[int]
+) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """cos/sin tables for M-RoPE.
+
+    position_ids: (3, B, L) int; returns cos, sin: (B, L, head_dim) fp32.
+    """
+    axis = paddle.to_tensor(mrope_axis_of_frequency(mrope_section))  # (hd/2,)
+    if int(axis.shape[0]) != int(inv_freq_.shape[0]):
+        raise ValueError(f"mrope_section {mrope_section} sums to {axis.shape[0]}, head_dim/2 is {inv_freq_.shape[0]}")
+    with paddle.amp.auto_cast(enable=False):
+        pos = position_ids.astype("float32").transpose([1, 2, 0])  # (B, L, 3)
+        pos = paddle.index_select(pos, axis, axis=-1)  # (B, L, hd/2): the axis each frequency reads
+        freqs = pos * inv_freq_  # (B, L, hd/2)
+        emb = paddle.concat([freqs, freqs], axis=-1)  # (B, L, hd)
+        return emb.cos(), emb.sin()
+
+
+def vision_cos_sin(hw_ids: paddle.Tensor, inv_freq_: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """2-D rotary tables for vision patches. hw_ids: (N, 2) [h, w]; inv_freq_: (hd/4,). Returns (N, hd) fp32."""
+    with paddle.amp.auto_cast(enable=False):
+        freqs = hw_ids.astype("float32").unsqueeze(-1) * inv_freq_  # (N, 2, hd/4)
+        freqs = freqs.reshape([freqs.shape[0], -1])  # (N, hd/2): [h freqs | w freqs]
+        emb = paddle.concat([freqs, freqs], axis=-1)  # (N, hd)
+        return emb.cos(), emb.sin()
+
+
+def _rotate_half(x: paddle.Tensor) -> paddle.Tensor:
+    x1, x2 = x.chunk(2, axis=-1)
+    return paddle.concat([-x2, x1], axis=-1)
+
+
+@register("rotary", "eager")
+def apply_rotary_eager(
+    q: paddle.Tensor, k: paddle.Tensor, cos: paddle.Tensor, sin: paddle.Tensor
+) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """q: (B, L, nh, hd), k: (B, L, nkv, hd), cos/sin: (B, L, hd) fp32. Rotation in fp32."""
+    with paddle.amp.auto_cast(enable=False):
+        c, s = cos.unsqueeze(2), sin.unsqueeze(2)  # (B, L, 1, hd)
+        qf, kf = q.astype("float32"), k.astype("float32")
+        q_out = qf * c + _rotate_half(qf) * s
+        k_out = kf * c + _rotate_half(kf) * s
+    return q_out.astype(q.dtype), k_out.astype(k.dtype)
+
+
+@register("rotary", "fused")
+def apply_rotary_fused(
+    q: paddle.Tensor, k: paddle.Tensor, cos: paddle.Tensor, sin: paddle.Tensor
+) -> tuple[paddle.Tensor, paddle.Tensor]:
+    from paddle.incubate.nn.functional import fused_rotary_position_embedding
+
+    # use_neox_rotary_style=False is the rotate-half layout HF uses.
+    q_out, k_out, _ = fused_rotary_position_embedding(
+        q, k, None, sin=sin.unsqueeze(2).astype(q.dtype), cos=cos.unsqueeze(2).astype(q.dtype),
+        use_neox_rotary_style=False,
+    )
+    return q_out, k_out
+
+
+def apply_rotary(
+    q: paddle.Tensor, k: paddle.Tensor, cos: paddle.Tensor, sin: paddle.Tensor
+) -> tuple[paddle.Tensor, paddle.Tensor]:
+    return get("rotary")(q, k, cos, sin)
