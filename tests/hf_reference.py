@@ -78,17 +78,39 @@ def to_published_layout(ckpt_dir: str) -> None:
         json.dump(d, f, indent=2)
 
 
-def hf_logits(ckpt_dir: str, family: str, batch: dict) -> np.ndarray:
-    """fp32 logits of the transformers model for a batch of numpy arrays."""
-    import torch
+class HFModel:
+    """A transformers checkpoint loaded once, run in fp32 on numpy inputs."""
 
-    _, model_cls = hf_classes(family)
-    model = model_cls.from_pretrained(ckpt_dir, dtype=torch.float32).eval()
-    kw = {k: torch.from_numpy(np.asarray(v)) for k, v in batch.items() if v is not None}
-    ids = kw["input_ids"]
-    mm = torch.zeros_like(ids, dtype=torch.int32)
-    mm[ids == IMAGE_TOKEN] = 1
-    mm[ids == VIDEO_TOKEN] = 2
-    kw["mm_token_type_ids"] = mm
-    with torch.no_grad():
-        return model(**kw).logits.float().numpy()
+    def __init__(self, ckpt_dir: str, family: str):
+        import torch
+
+        _, model_cls = hf_classes(family)
+        self.model = model_cls.from_pretrained(ckpt_dir, dtype=torch.float32).eval()
+
+    def _kwargs(self, batch: dict) -> dict:
+        import torch
+
+        kw = {k: torch.from_numpy(np.asarray(v)) for k, v in batch.items() if v is not None}
+        ids = kw["input_ids"]
+        mm = torch.zeros_like(ids, dtype=torch.int32)  # transformers 5 reads modality per token from here
+        mm[ids == IMAGE_TOKEN] = 1
+        mm[ids == VIDEO_TOKEN] = 2
+        kw["mm_token_type_ids"] = mm
+        return kw
+
+    def logits(self, batch: dict) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return self.model(**self._kwargs(batch)).logits.float().numpy()
+
+    def rope_index(self, batch: dict) -> tuple[np.ndarray, np.ndarray]:
+        kw = self._kwargs(batch)
+        kw.pop("pixel_values", None)
+        kw.pop("pixel_values_videos", None)
+        pos, deltas = self.model.model.get_rope_index(**kw)
+        return pos.numpy(), deltas.numpy().reshape(-1)
+
+
+def hf_logits(ckpt_dir: str, family: str, batch: dict) -> np.ndarray:
+    return HFModel(ckpt_dir, family).logits(batch)

@@ -192,8 +192,8 @@ class VLModelBase(nn.Layer):
             image_token_id=self.config.image_token_id,
             video_token_id=self.config.video_token_id,
             spatial_merge_size=v.spatial_merge_size,
-            second_per_grid_ts=_np(second_per_grid_ts) if self.config.model_type == "qwen2_5_vl" else None,
-            tokens_per_second=v.tokens_per_second,
+            second_per_grid_ts=_np(second_per_grid_ts),
+            tokens_per_second=v.tokens_per_second if self.config.model_type == "qwen2_5_vl" else None,
         )
         return paddle.to_tensor(pos), paddle.to_tensor(deltas)
 

@@ -27,8 +27,9 @@ def get_rope_index(
     """Return position_ids (3, B, L) int64 and rope_deltas (B,) int64.
 
     input_ids, attention_mask: (B, L). image_grid_thw / video_grid_thw: (n, 3), in order of
-    appearance over the flattened batch. ``second_per_grid_ts`` (n_videos,) with
-    ``tokens_per_second`` gives Qwen2.5-VL's temporal spacing for videos (None: spacing 1).
+    appearance over the flattened batch. With ``tokens_per_second`` (Qwen2.5-VL) a video's temporal
+    ids step by ``second_per_grid_ts * tokens_per_second`` (seconds default to 1); without it
+    (Qwen2-VL) they step by 1.
     rope_deltas = max position + 1 - number of real tokens: decode step t (0-based, after the
     prompt) of a row uses position ``prompt_real_len + t + delta`` on all three axes.
     """
@@ -50,8 +51,9 @@ def get_rope_index(
                 f"{kind} tokens and {kind} grids do not match: {n_tok} <|{kind}_pad|> tokens in input_ids, "
                 f"{int(per_item.sum())} expected from {kind}_grid_thw {thw.tolist()}"
             )
-        if kind == "video" and second_per_grid_ts is not None and tokens_per_second is not None:
-            step = np.asarray(second_per_grid_ts, dtype=np.float64).reshape(-1) * tokens_per_second
+        if kind == "video" and tokens_per_second is not None:
+            secs = np.ones(len(thw)) if second_per_grid_ts is None else np.asarray(second_per_grid_ts, np.float64)
+            step = secs.reshape(-1) * tokens_per_second  # Qwen2.5-VL: 1 s per grid step unless told
         else:
             step = np.ones(len(thw), dtype=np.float64)
         if n_tok:
