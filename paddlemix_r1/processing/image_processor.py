@@ -16,12 +16,12 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
 
-ImageInput = Union[str, os.PathLike, Image.Image]
+ImageInput = str | os.PathLike | Image.Image
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -173,7 +173,7 @@ class ImageProcessor:
                 raise ValueError(f"{source}: {flag}={config[flag]!r} is not supported (Qwen2-VL needs it true)")
         size = config.get("size") or {}
         if not isinstance(size, dict):
-            raise ValueError(f"{source}: 'size' must be a mapping, got {size!r}")
+            raise TypeError(f"{source}: 'size' must be a mapping, got {size!r}")
         min_pixels = config.get("min_pixels", size.get("shortest_edge", size.get("min_pixels", DEFAULT_MIN_PIXELS)))
         max_pixels = config.get("max_pixels", size.get("longest_edge", size.get("max_pixels", DEFAULT_MAX_PIXELS)))
         return cls(
@@ -228,7 +228,9 @@ class ImageProcessor:
         w, h = self.resized_size(width, height)
         return (h // self.factor) * (w // self.factor)
 
-    def preprocess_one(self, image: ImageInput) -> tuple[np.ndarray, tuple[int, int, int], tuple[int, int], tuple[int, int]]:
+    def preprocess_one(
+        self, image: ImageInput
+    ) -> tuple[np.ndarray, tuple[int, int, int], tuple[int, int], tuple[int, int]]:
         """Process one image: (patches, (t, grid_h, grid_w), original (W, H), resized (W, H))."""
         pil = load_image(image)
         width, height = pil.size

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -103,7 +104,9 @@ class Processor:
     def batch_decode(self, ids: Any, skip_special_tokens: bool = False) -> list[str]:
         return self.tokenizer.batch_decode(ids, skip_special_tokens=skip_special_tokens)
 
-    def apply_chat_template(self, conversation: Sequence[Message], add_generation_prompt: bool = True, **kwargs: Any) -> str:
+    def apply_chat_template(
+        self, conversation: Sequence[Message], add_generation_prompt: bool = True, **kwargs: Any
+    ) -> str:
         """Render one conversation; each image part becomes one ``<|image_pad|>`` placeholder."""
         return self.tokenizer.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt, **kwargs)
 
@@ -138,7 +141,9 @@ class Processor:
         if len(conversations) == 0:
             raise ValueError("conversations is empty")
         if isinstance(conversations[0], dict):
-            raise TypeError("conversations must be a list of conversations; got a single list of messages, wrap it in [...]")
+            raise TypeError(
+                "conversations must be a list of conversations; got a single list of messages, wrap it in [...]"
+            )
         batch_size = len(conversations)
         per_sample_images = self._per_sample_images(images, batch_size)
 
@@ -151,7 +156,9 @@ class Processor:
         for i, ids in enumerate(token_ids):
             n_videos = int(np.sum(ids == self.video_token_id))
             if n_videos:
-                raise ValueError(f"conversation {i}: has {n_videos} {self.video_token} placeholder(s); videos are not supported")
+                raise ValueError(
+                    f"conversation {i}: has {n_videos} {self.video_token} placeholder(s); videos are not supported"
+                )
             n_placeholders = int(np.sum(ids == self.image_token_id))
             if n_placeholders != len(per_sample_images[i]):
                 raise ValueError(
@@ -190,7 +197,9 @@ class Processor:
         longest = max(lengths)
         pad_id = self.pad_token_id
         if pad_id is None and min(lengths) != longest:
-            raise ValueError(f"{self.tokenizer.source} defines no pad_token, needed to pad prompts of different lengths")
+            raise ValueError(
+                f"{self.tokenizer.source} defines no pad_token, needed to pad prompts of different lengths"
+            )
         input_ids = np.full((batch_size, longest), pad_id if pad_id is not None else 0, dtype=np.int64)  # (B, L)
         attention_mask = np.zeros((batch_size, longest), dtype=np.int64)  # (B, L)
         for i, ids in enumerate(expanded):
@@ -216,7 +225,9 @@ class Processor:
         if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
             raise TypeError("images must be a list with one list of images per conversation")
         if len(images) != batch_size:
-            raise ValueError(f"got {batch_size} conversations but {len(images)} image lists; give one list per conversation")
+            raise ValueError(
+                f"got {batch_size} conversations but {len(images)} image lists; give one list per conversation"
+            )
         out = []
         for i, sample in enumerate(images):
             if sample is None:

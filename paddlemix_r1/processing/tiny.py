@@ -15,7 +15,15 @@ import json
 import os
 from typing import Any
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    decoders,
+    normalizers,
+    pre_tokenizers,
+    processors,
+)
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 
@@ -77,10 +85,14 @@ _CORPUS_LINES = (
     "Output the final answer in JSON format.",
     "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags.",
     "Output the thinking process in <think> </think> and final answer (number) in <answer> </answer> tags.",
-    "First output the thinking process in <think> </think> tags and then output the final answer in "
-    "<answer> </answer> tags.",
-    "The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, "
-    "respectively, i.e., <think> reasoning process here </think><answer> answer here </answer>",
+    (
+        "First output the thinking process in <think> </think> tags and then output the final answer in "
+        "<answer> </answer> tags."
+    ),
+    (
+        "The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, "
+        "respectively, i.e., <think> reasoning process here </think><answer> answer here </answer>"
+    ),
     "How many apples are there in the image?",
     "How many people are in the picture? Count the cars, the birds, the chairs and the bottles.",
     "How many items are there in the image? There are 3 cats and 12 dogs, so the total is 15.",
@@ -93,12 +105,14 @@ _CORPUS_LINES = (
     "The radius of the circle is 5, so the perimeter is 10 pi and the area is 25 pi.",
     "Let me think step by step. The answer is 140°.",
     "Please think step by step and put your final answer in \\boxed{}.",
-    "<think>The dog is in the lower left corner of the image.</think>"
-    "<answer>[{\"bbox_2d\": [12, 345, 678, 901], \"label\": \"dog\"}]</answer>",
+    (
+        "<think>The dog is in the lower left corner of the image.</think>"
+        '<answer>[{"bbox_2d": [12, 345, 678, 901], "label": "dog"}]</answer>'
+    ),
     "<think>I see three red apples and two green apples, 3 + 2 = 5.</think><answer>5</answer>",
     "<think>The angle at the center is twice the angle at the circumference.</think><answer>80°</answer>",
     "<answer>[100, 200, 300, 400]</answer> <answer>(123,456),(789,1000)</answer>",
-    "{\"bbox_2d\": [0.5, 10.25, 99.75, 1000.0], \"label\": \"person\"}",
+    '{"bbox_2d": [0.5, 10.25, 99.75, 1000.0], "label": "person"}',
     "Describe this image. What is the color of the car? Where is the cat? Which one is bigger?",
     "the a an of in on at to for with and or is are was were be this that these those it its",
     "left right top bottom upper lower middle center front back near far above below between behind",

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any
 
 import jinja2
 import jinja2.ext
@@ -58,7 +59,7 @@ def read_chat_template(path: str, tokenizer_config: dict[str, Any] | None = None
     if os.path.isfile(json_file):
         template = _read_json(json_file).get("chat_template")
         if not isinstance(template, str):
-            raise ValueError(f"{json_file}: 'chat_template' must be a string, got {type(template).__name__}")
+            raise TypeError(f"{json_file}: 'chat_template' must be a string, got {type(template).__name__}")
         return template, json_file
     config_file = os.path.join(path, "tokenizer_config.json")
     template = (tokenizer_config or {}).get("chat_template")
@@ -70,7 +71,7 @@ def read_chat_template(path: str, tokenizer_config: dict[str, Any] | None = None
             raise ValueError(f"{config_file}: 'chat_template' is a list without a 'default' entry: {list(named)}")
         template = named["default"]
     if not isinstance(template, str):
-        raise ValueError(f"{config_file}: 'chat_template' must be a string, got {type(template).__name__}")
+        raise TypeError(f"{config_file}: 'chat_template' must be a string, got {type(template).__name__}")
     return template, config_file
 
 
@@ -80,7 +81,9 @@ def compile_chat_template(template: str) -> jinja2.Template:
     def raise_exception(message: str) -> None:
         raise jinja2.exceptions.TemplateError(message)
 
-    def tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None, sort_keys: bool = False) -> str:
+    def tojson(
+        x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None, sort_keys: bool = False
+    ) -> str:
         # Jinja's own tojson escapes HTML characters; chat templates expect plain JSON.
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
