@@ -1,0 +1,153 @@
+"""Rollout engine: the vision tower and prompt prefill run once per prompt; the KV cache is then
+expanded to the G completions of each prompt and decoded in one batch.
+
+Steps are small and pure in the gpt-fast manner: ``prefill`` -> ``expand`` -> ``decode_one_token``
+in a loop that stops when every row has emitted ``eos_token_id``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import paddle
+
+from paddlemix_r1.generation.sampling import sample
+from paddlemix_r1.models.decoder import KVCache, VLModelBase
+
+
+@dataclass
+class GenerationOutput:
+    """Group-major results: rows i*G .. i*G+G-1 belong to prompt i."""
+
+    completion_ids: paddle.Tensor  # (B*G, T) right-padded with pad_token_id
+    completion_mask: paddle.Tensor  # (B*G, T) 1 up to and including eos
+    logprobs: paddle.Tensor  # (B*G, T) log p(token) under softmax(logits / temperature); 0 on padding
+    prompt_ids: paddle.Tensor  # (B*G, L) left-padded prompt, repeated per completion
+    attention_mask: paddle.Tensor  # (B*G, L + T) prompt mask + completion mask
+    position_ids: paddle.Tensor  # (3, B*G, L + T) M-RoPE ids of prompt + completion
+
+    def __getitem__(self, key: str):  # dict-style access for callers that expect a mapping
+        return getattr(self, key)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None):
+    """Seed Paddle's generator for the call and restore the caller's state afterwards."""
+    if seed is None:
+        yield
+        return
+    state = paddle.get_rng_state()
+    paddle.seed(seed)
+    try:
+        yield
+    finally:
+        paddle.set_rng_state(state)
+
+
+def prefill(model: VLModelBase, batch: dict, max_new_tokens: int):
+    """Vision tower + prompt once per prompt. Returns last logits (B, V), cache, positions, deltas."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    b, length = ids.shape
+    cache = model.new_cache(b, length + max_new_tokens)
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        pixel_values=batch.get("pixel_values"),
+        image_grid_thw=batch.get("image_grid_thw"),
+        pixel_values_videos=batch.get("pixel_values_videos"),
+        video_grid_thw=batch.get("video_grid_thw"),
+        second_per_grid_ts=batch.get("second_per_grid_ts"),
+        cache=cache,
+        logits_to_keep=1,
+    )
+    return out.logits[:, -1], cache, out.position_ids, out.rope_deltas
+
+
+def decode_one_token(model: VLModelBase, token: paddle.Tensor, attention_mask, position: paddle.Tensor, cache: KVCache):
+    """One decode step for all rows: token (N,), attention_mask (N, K), position (N,) -> logits (N, V)."""
+    pos = position.reshape([1, -1, 1]).expand([3, -1, 1])  # (3, N, 1): text advances all axes together
+    out = model(input_ids=token.unsqueeze(-1), attention_mask=attention_mask, position_ids=pos, cache=cache,
+                logits_to_keep=1)
+    return out.logits[:, -1]
+
+
+@paddle.no_grad()
+def generate(
+    model: VLModelBase,
+    batch: dict,
+    max_new_tokens: int = 256,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    num_return_sequences: int = 1,
+    eos_token_id: int | list[int] | None = None,
+    pad_token_id: int = 0,
+    seed: int | None = None,
+) -> GenerationOutput:
+    """Generate ``num_return_sequences`` completions for each prompt of ``batch``.
+
+    batch: input_ids (B, L) left-padded, attention_mask (B, L), and optionally pixel_values (N, D) +
+    image_grid_thw (n, 3) (and the video equivalents). Rows stop at ``eos_token_id``; the loop ends
+    when all rows have stopped or after ``max_new_tokens``.
+    """
+    g = num_return_sequences
+    eos = [] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
+    was_training = model.training
+    model.eval()
+    try:
+        with _seeded(seed):
+            logits, cache, prompt_pos, deltas = prefill(model, batch, max_new_tokens)
+            prompt_mask = batch["attention_mask"].astype("int64")
+            if g > 1:  # group prefix sharing: expand the prefilled cache, not the prompt
+                cache.repeat_interleave(g)
+                logits = paddle.repeat_interleave(logits, g, axis=0)
+                prompt_mask = paddle.repeat_interleave(prompt_mask, g, axis=0)
+                deltas = paddle.repeat_interleave(deltas, g, axis=0)
+                prompt_pos = paddle.repeat_interleave(prompt_pos, g, axis=1)
+            n = logits.shape[0]
+            next_pos = prompt_mask.sum(axis=1) + deltas  # (N,) position of the first generated token
+            eos_t = paddle.to_tensor(eos, dtype="int64") if eos else None
+            done = paddle.zeros([n], dtype="bool")
+            tokens, logps = [], []
+            mask = prompt_mask
+            for step in range(max_new_tokens):
+                if step > 0:
+                    mask = paddle.concat([mask, paddle.ones([n, 1], "int64")], axis=1)  # (N, L + step)
+                    logits = decode_one_token(model, tokens[-1], mask, next_pos + step - 1, cache)
+                tok, lp = sample(logits, do_sample, temperature, top_k, top_p)
+                tok = paddle.where(done, paddle.full_like(tok, pad_token_id), tok)
+                lp = paddle.where(done, paddle.zeros_like(lp), lp)
+                tokens.append(tok)
+                logps.append(lp)
+                if eos_t is not None:
+                    done = done | (tok.unsqueeze(-1) == eos_t).any(axis=-1)
+                    if bool(done.all()):
+                        break
+    finally:
+        model.train(was_training)
+
+    completion = paddle.stack(tokens, axis=1)  # (N, T)
+    logprobs = paddle.stack(logps, axis=1)  # (N, T)
+    t = completion.shape[1]
+    completion_mask = _completion_mask(completion, eos, t)
+    steps = paddle.arange(t, dtype="int64").unsqueeze(0)  # (1, T)
+    comp_pos = (next_pos.unsqueeze(-1) + steps).unsqueeze(0).expand([3, -1, -1])  # (3, N, T)
+    return GenerationOutput(
+        completion_ids=completion,
+        completion_mask=completion_mask,
+        logprobs=logprobs * completion_mask.astype(logprobs.dtype),
+        prompt_ids=paddle.repeat_interleave(batch["input_ids"], g, axis=0) if g > 1 else batch["input_ids"],
+        attention_mask=paddle.concat([prompt_mask, completion_mask], axis=1),
+        position_ids=paddle.concat([prompt_pos, comp_pos], axis=2),
+    )
+
+
+def _completion_mask(completion: paddle.Tensor, eos: list[int], t: int) -> paddle.Tensor:
+    """1 for tokens up to and including the first eos of each row, 0 after. (N, T) int64"""
+    if not eos:
+        return paddle.ones(completion.shape, "int64")
+    is_eos = (completion.unsqueeze(-1) == paddle.to_tensor(eos, dtype="int64")).any(axis=-1)  # (N, T)
+    eos_seen_before = paddle.cumsum(is_eos.astype("int64"), axis=1) - is_eos.astype("int64")  # (N, T)
+    return (eos_seen_before == 0).astype("int64")

@@ -1,0 +1,54 @@
+"""Pure sampling steps: temperature, top-k, top-p (in transformers' order), then a draw."""
+
+from __future__ import annotations
+
+import paddle
+import paddle.nn.functional as F
+
+NEG_INF = float("-inf")
+
+
+def top_k_filter(logits: paddle.Tensor, top_k: int | None) -> paddle.Tensor:
+    """Keep the ``top_k`` largest logits per row (ties at the k-th value kept); others -> -inf. (N, V)"""
+    if not top_k or top_k >= logits.shape[-1]:
+        return logits
+    kth = paddle.topk(logits, top_k, axis=-1)[0][:, -1:]  # (N, 1)
+    return paddle.where(logits < kth, paddle.full_like(logits, NEG_INF), logits)
+
+
+def top_p_filter(logits: paddle.Tensor, top_p: float | None) -> paddle.Tensor:
+    """Nucleus filter as transformers' TopPLogitsWarper: drop the low tail whose mass is <= 1 - top_p,
+    always keeping the most likely token. (N, V)"""
+    if top_p is None or top_p >= 1.0:
+        return logits
+    sorted_logits, sorted_idx = paddle.sort(logits, axis=-1), paddle.argsort(logits, axis=-1)  # ascending
+    cum = paddle.cumsum(F.softmax(sorted_logits, axis=-1), axis=-1)  # (N, V)
+    remove_sorted = (cum <= (1.0 - top_p)).astype("int32")
+    remove_sorted[:, -1] = 0
+    remove = paddle.put_along_axis(paddle.zeros_like(remove_sorted), sorted_idx, remove_sorted, axis=-1)  # (N, V)
+    return paddle.where(remove.astype("bool"), paddle.full_like(logits, NEG_INF), logits)
+
+
+def sample(
+    logits: paddle.Tensor,
+    do_sample: bool,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """Pick one token per row from last-position logits (N, V).
+
+    Returns tokens (N,) int64 and their log-probability under softmax(logits / temperature) over the
+    full vocabulary — the quantity the GRPO trainer recomputes (top-k / top-p shape the draw, not the
+    log-prob, as in TRL and vLLM).
+    """
+    with paddle.amp.auto_cast(enable=False):
+        scaled = logits.astype("float32") / max(temperature, 1e-6)  # (N, V)
+        logprobs = F.log_softmax(scaled, axis=-1)  # (N, V)
+        if do_sample:
+            filtered = top_p_filter(top_k_filter(scaled, top_k), top_p)
+            tokens = paddle.multinomial(F.softmax(filtered, axis=-1), 1).reshape([-1])  # (N,)
+        else:
+            tokens = paddle.argmax(scaled, axis=-1)  # (N,)
+        chosen = paddle.take_along_axis(logprobs, tokens.unsqueeze(-1), axis=-1).reshape([-1])  # (N,)
+    return tokens.astype("int64"), chosen
