@@ -1,0 +1,142 @@
+"""Parsing model completions: the answer block, boxes, counts.
+
+Every function here takes arbitrary text and returns a value or None; none of them raises on
+any string (the rewards rely on that). All regular expressions are written so that their cost
+stays linear-ish in the input length (no nested quantifiers over overlapping classes).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from paddlemix_r1.rewards.coords import Box
+
+ANSWER_OPEN = "<answer>"
+ANSWER_CLOSE = "</answer>"
+
+
+def find_answer_block(text: str) -> str | None:
+    """Content of the LAST ``<answer>...</answer>`` block (unstripped), or None if there is none.
+
+    The last block is the model's final word (models sometimes quote the tags while reasoning).
+    It is found from the end with ``rfind`` rather than a ``<answer>(.*?)</answer>`` scan, whose
+    cost is quadratic on the repeated unclosed tags a degenerate rollout can produce. The block
+    opens at the last ``<answer>`` before the last ``</answer>`` and closes at the first
+    ``</answer>`` after that opening. An unclosed ``<answer>`` is not a block.
+    """
+    last_close = text.rfind(ANSWER_CLOSE)
+    if last_close < 0:
+        return None
+    start = text.rfind(ANSWER_OPEN, 0, last_close)
+    if start < 0:
+        return None
+    start += len(ANSWER_OPEN)
+    return text[start : text.find(ANSWER_CLOSE, start)]
+
+
+def extract_answer(text: str) -> str:
+    """Content of the LAST ``<answer>...</answer>`` block, stripped; the whole text if none."""
+    block = find_answer_block(text)
+    return (text if block is None else block).strip()
+
+
+# ---- boxes -------------------------------------------------------------------------------------
+
+# A number as models and JSON write it: 12, -3, 4.5, .5, 7., 1e3; optionally quoted ("12").
+# Whitespace lives only in the separators: two adjacent ``\s*`` would make a long run of spaces
+# quadratic to backtrack through.
+_NUM = r"""["']?([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)["']?"""
+_SEP = r"\s*,\s*"
+# [x1, y1, x2, y2]: a bare list, the value of {"bbox_2d": [...]}, an element of a list of such
+# dicts, or inside a fenced ```json block -- all of them contain this bracketed form.
+_BRACKET_BOX = re.compile(r"\[\s*" + _SEP.join([_NUM] * 4) + r"\s*\]")
+# Qwen2-VL: <|box_start|>(x1,y1),(x2,y2)<|box_end|>. The special tokens disappear when the output
+# is decoded with skip_special_tokens=True, so the two bracketed points alone are accepted too.
+_POINT_PAIR_BOX = re.compile(
+    r"(?:<\|box_start\|>\s*)?\(\s*" + _NUM + _SEP + _NUM + r"\s*\)\s*(?:,\s*)?\(\s*" + _NUM + _SEP + _NUM + r"\s*\)"
+)
+
+
+def _finite_box(groups: tuple[str, ...]) -> Box | None:
+    values = tuple(float(g) for g in groups)
+    if not all(math.isfinite(v) for v in values):
+        return None
+    return values  # type: ignore[return-value]
+
+
+def parse_box(text: str) -> Box | None:
+    """The first box written in ``text`` (in reading order), as 4 floats, or None.
+
+    Accepted forms: ``[x1, y1, x2, y2]`` with ints or floats (also as ``{"bbox_2d": [...]}``,
+    a list of such dicts, or inside a fenced ```json block) and Qwen2-VL's
+    ``<|box_start|>(x1,y1),(x2,y2)<|box_end|>`` with or without the special tokens. Values that
+    overflow to inf are treated as no box. The box is returned as written: no frame conversion
+    and no ordering check (a degenerate box is the IoU's business).
+    """
+    candidates = [m for m in (_BRACKET_BOX.search(text), _POINT_PAIR_BOX.search(text)) if m is not None]
+    if not candidates:
+        return None
+    first = min(candidates, key=lambda m: m.start())
+    return _finite_box(first.groups())
+
+
+def parse_answer_box(completion: str) -> Box | None:
+    """The first box of the answer (last ``<answer>`` block, else the whole completion)."""
+    return parse_box(extract_answer(completion))
+
+
+# ---- counts ------------------------------------------------------------------------------------
+
+_UNITS = {
+    "zero": 0, "none": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
+    "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
+}
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+_ONES_WORDS = "one|two|three|four|five|six|seven|eight|nine"
+# Longest alternatives first so "seventeen" is not read as "seven".
+_UNIT_WORDS = "|".join(sorted(_UNITS, key=len, reverse=True))
+_TENS_WORDS = "|".join(_TENS)
+_NUMBER = re.compile(
+    r"(?<![\w.])(?P<digits>[-+]?\d+(?:\.\d+)?)(?![\d])"
+    r"|\b(?P<tens>" + _TENS_WORDS + r")(?:[-\s](?P<tens_unit>" + _ONES_WORDS + r"))?\b"
+    r"|\b(?P<unit>" + _UNIT_WORDS + r")\b",
+    re.IGNORECASE,
+)
+
+
+def _number_value(m: re.Match[str]) -> float:
+    if m.group("digits") is not None:
+        return float(m.group("digits"))
+    if m.group("tens") is not None:
+        value = _TENS[m.group("tens").lower()]
+        if m.group("tens_unit") is not None:
+            value += _UNITS[m.group("tens_unit").lower()]
+        return float(value)
+    return float(_UNITS[m.group("unit").lower()])
+
+
+def parse_number(text: str, last: bool = False) -> float | None:
+    """The first (or last) number in ``text``: digits ("3", "3.0", "-2") or English words
+    ("three", "twenty-one", "none"); None if there is none."""
+    matches = list(_NUMBER.finditer(text))
+    if not matches:
+        return None
+    value = _number_value(matches[-1] if last else matches[0])
+    return value if math.isfinite(value) else None
+
+
+def parse_count(completion: str) -> int | None:
+    """The integer count a completion answers, or None.
+
+    Inside an ``<answer>`` block the FIRST number counts (models state the count first:
+    "3 objects (2 red, 1 blue)"); without a block the LAST number of the whole text counts
+    (free text ends with the conclusion: "1, 2, 3 ... so there are 3"). "3.0" is 3; a
+    non-integral value such as "3.5" is not a count (None).
+    """
+    block = find_answer_block(completion)
+    value = parse_number(completion, last=True) if block is None else parse_number(block, last=False)
+    if value is None or value != int(value):
+        return None
+    return int(value)

@@ -1,0 +1,180 @@
+"""math reward: literal strings (GeoQA forms, LaTeX, choice letters) and the time bound."""
+
+import threading
+import time
+
+import pytest
+
+from paddlemix_r1.rewards import get_reward
+from paddlemix_r1.rewards.math_answer import (
+    MathVerifier,
+    gold_choice,
+    make_math_reward,
+    math_candidates,
+    normalize_math_text,
+    predicted_choice,
+)
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    with MathVerifier(timeout_s=3.0) as v:
+        yield v
+
+
+@pytest.fixture(scope="module")
+def math(verifier):
+    return make_math_reward(verifier)
+
+
+@pytest.mark.parametrize(
+    "completion, gold",
+    [
+        ("<think>180 - 40</think><answer>140°</answer>", "140°"),
+        ("<answer>140</answer>", "140°"),
+        ("<answer>140°</answer>", "<answer> 140° </answer>"),
+        ("<answer>$140^\\circ$</answer>", "140°"),
+        ("<answer>\\boxed{140^{\\circ}}</answer>", "140°"),
+        ("<answer>The angle CED is 140 degrees.</answer>", "140°"),
+        ("<answer>∠CED = 140°</answer>", "140°"),
+        ("<answer>2√3</answer>", "2√{3}"),
+        ("<answer>2\\sqrt{3}</answer>", "2√{3}"),  # bare LaTeX: wrapped in $...$ before parsing
+        ("<answer>$2\\sqrt{3}$</answer>", "2\\sqrt{3}"),
+        ("<answer>\\frac{\\sqrt{3}}{2}</answer>", "\\frac{√{3}}{2}"),
+        ("<answer>0.5</answer>", "\\frac{1}{2}cm²"),
+        ("<answer>4\\pi cm</answer>", "4πcm"),
+        ("<answer>2√{15} m</answer>", "2√{15}米"),
+        ("<answer>6</answer>", "6.00米"),
+        ("<answer>240π cm²</answer>", "240πcm^{2}"),
+        ("<answer>B</answer>", "B"),
+        ("<answer>(B) 140°</answer>", "(B)"),
+        ("<answer>B. 65°</answer>", "B"),
+        ("<answer>The answer is C</answer>", "C"),
+        ("<answer>\\boxed{D}</answer>", "D"),
+        ("no tags, the result is 12", "12"),
+    ],
+)
+def test_math_correct(math, completion, gold):
+    assert math([completion], solution=[gold]) == [1.0]
+
+
+@pytest.mark.parametrize(
+    "completion, gold",
+    [
+        ("<answer>130°</answer>", "140°"),
+        ("<answer>2</answer>", "2√{3}"),  # bare "2\sqrt{3}"-style parsing to 2 must not match 2
+        ("<answer>2\\sqrt{3}</answer>", "2"),
+        ("<answer>C</answer>", "B"),
+        ("<answer>140°</answer>", "B"),  # choice gold needs a letter
+        ("<answer>A triangle has 180°</answer>", "A"),  # an article is not a choice
+        ("<answer></answer>", "140°"),
+        ("<answer>no idea</answer>", "140°"),
+        ("", "140°"),
+        ("<answer>140</answer><answer>150</answer>", "140°"),  # the last block counts
+    ],
+)
+def test_math_wrong(math, completion, gold):
+    assert math([completion], solution=[gold]) == [0.0]
+
+
+def test_anchor_digit_extractor_case(math):
+    """PaddleMIX's test_r1-v read r'<answer>\\s*(\\d+)\\s*</answer>' and compared with "140°":
+    never equal, so GeoQA accuracy was always 0. Here the same output scores 1."""
+    assert math(["<think>..</think><answer>140°</answer>", "<answer>140</answer>"], solution=["140°", "140°"]) == [
+        1.0,
+        1.0,
+    ]
+
+
+def test_registered_math_reward():
+    assert get_reward("math")(["<answer>55°</answer>", "<answer>56</answer>"], solution=["55°", "55°"]) == [1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "text, normalized",
+    [
+        ("140°", "140"),
+        ("140^\\circ", "140"),
+        ("140^{\\circ}", "140"),
+        ("2√{15}米", "2\\sqrt{15}"),
+        ("√3", "\\sqrt{3}"),
+        ("4πcm", "4\\pi"),
+        ("27cm^{2}", "27"),
+        ("5cm^2^", "5"),
+        ("16π平方米", "16\\pi"),
+        ("(√{3}+1)小时", "(\\sqrt{3}+1)"),
+        ("12\\text{cm}", "12"),
+        ("\\sum", "\\sum"),  # the "m" of a command is not metres
+        ("m", "m"),  # nothing left to strip to
+    ],
+)
+def test_normalize_math_text(text, normalized):
+    assert normalize_math_text(text) == normalized
+    assert normalize_math_text(normalized) == normalized  # idempotent
+
+
+def test_math_candidates_wrap_bare_latex_and_focus_prose():
+    assert math_candidates("2\\sqrt{3}") == ["$2\\sqrt{3}$", "2\\sqrt{3}"]
+    assert math_candidates("$\\frac{1}{2}$") == ["$\\frac{1}{2}$"]
+    assert math_candidates("The answer is \\frac{1}{2}")[0] == "$\\frac{1}{2}$"
+    assert math_candidates("140") == ["140"]
+
+
+@pytest.mark.parametrize("gold, letter", [("B", "B"), ("(C)", "C"), ("D.", "D"), ("140°", None), ("AB", None)])
+def test_gold_choice(gold, letter):
+    assert gold_choice(gold) == letter
+
+
+@pytest.mark.parametrize(
+    "answer, letter",
+    [("B", "B"), ("(B) 140°", "B"), ("C: 65", "C"), ("answer is (D)", "D"), ("\\boxed{E}", "E"), ("A triangle", None)],
+)
+def test_predicted_choice(answer, letter):
+    assert predicted_choice(answer) == letter
+
+
+def test_unparsable_gold_fails_loudly(math):
+    with pytest.raises(ValueError, match=r"solution\[0\]"):
+        math(["<answer>1</answer>"], solution=["!!!"])
+    with pytest.raises(TypeError, match=r"solution\[0\]"):
+        math(["<answer>1</answer>"], solution=[None])
+
+
+# ---- time bound ---------------------------------------------------------------------------------
+
+# math_verify spends > 20 s comparing this with 5 when nothing interrupts it (measured).
+SLOW = "<answer>$2^{2^{2^{2^{2^{2}}}}}$</answer>"
+
+
+def test_slow_answer_is_stopped_by_the_inner_alarm(verifier):
+    reward = make_math_reward(verifier)
+    start = time.perf_counter()
+    assert reward([SLOW], solution=["5"]) == [0.0]
+    assert time.perf_counter() - start < verifier.timeout_s + 1.0
+    assert reward(["<answer>5</answer>"], solution=["5"]) == [1.0]  # still serving
+
+
+def test_hard_deadline_kills_and_restarts_the_worker():
+    # Inner alarm off: only the parent's deadline can stop the comparison.
+    with MathVerifier(timeout_s=1.0, op_timeout_s=None) as v:
+        reward = make_math_reward(v)
+        assert reward(["<answer>1</answer>"], solution=["1"]) == [1.0]  # worker started
+        start = time.perf_counter()
+        assert reward([SLOW], solution=["5"]) == [0.0]
+        elapsed = time.perf_counter() - start
+        assert 0.9 < elapsed < 2.0
+        assert v.restarts == 1
+        assert reward(["<answer>5</answer>"], solution=["5"]) == [1.0]  # a fresh worker answers
+
+
+def test_works_outside_the_main_thread(math):
+    """math_verify's own signal-based timeout raises ValueError outside the main thread."""
+    results = {}
+
+    def run():
+        results["scores"] = math(["<answer>140°</answer>", SLOW], solution=["140°", "5"])
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(timeout=30)
+    assert results["scores"] == [1.0, 0.0]
