@@ -9,6 +9,7 @@ processor does) without tokenizing thousands of placeholder strings.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -66,23 +67,53 @@ class Processor:
         self.vision_end_token_id = tokenizer.token_to_id(VISION_END_TOKEN)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> Processor:
-        """Load from a checkpoint directory (tokenizer files, chat template, preprocessor_config.json)."""
+    def from_pretrained(
+        cls, path: str | os.PathLike, min_pixels: int | None = None, max_pixels: int | None = None
+    ) -> Processor:
+        """Load from a checkpoint directory (tokenizer files, chat template, preprocessor_config.json).
+
+        ``min_pixels`` / ``max_pixels``, when given, replace the checkpoint's image size limits
+        (the ``--min_pixels`` / ``--max_pixels`` of the training recipes).
+        """
         path = os.fspath(path)
         if not os.path.isdir(path):
             raise FileNotFoundError(f"processor checkpoint directory not found: {path}")
-        return cls(Tokenizer.from_pretrained(path), ImageProcessor.from_pretrained(path), source=path)
+        image_processor = ImageProcessor.from_pretrained(path)
+        if min_pixels is not None or max_pixels is not None:
+            config = image_processor.to_config()
+            config["min_pixels"] = min_pixels if min_pixels is not None else image_processor.min_pixels
+            config["max_pixels"] = max_pixels if max_pixels is not None else image_processor.max_pixels
+            image_processor = ImageProcessor.from_config(config, source=f"{path} with pixel limits overridden")
+        return cls(Tokenizer.from_pretrained(path), image_processor, source=path)
 
     def save_pretrained(self, out_dir: str | os.PathLike) -> None:
-        """Copy the processor files of the checkpoint this was loaded from into ``out_dir``."""
+        """Write the processor files into ``out_dir``: the tokenizer and chat template files copied
+        from the checkpoint this was loaded from, and preprocessor_config.json with the current
+        image settings (published layout; other fields of the source file are kept)."""
         if self.source is None:
             raise ValueError("this Processor was not loaded from a directory; nothing to copy")
         out_dir = os.fspath(out_dir)
         os.makedirs(out_dir, exist_ok=True)
         for name in PROCESSOR_FILES:
             src = os.path.join(self.source, name)
-            if os.path.isfile(src) and os.path.abspath(src) != os.path.abspath(os.path.join(out_dir, name)):
+            if name == "preprocessor_config.json" or not os.path.isfile(src):
+                continue
+            if os.path.abspath(src) != os.path.abspath(os.path.join(out_dir, name)):
                 shutil.copyfile(src, os.path.join(out_dir, name))
+        source_config = os.path.join(self.source, "preprocessor_config.json")
+        config: dict[str, Any] = {}
+        if os.path.isfile(source_config):
+            with open(source_config, encoding="utf-8") as f:
+                config = json.load(f)
+        config.update(self.image_processor.to_config())
+        if "size" in config:
+            config["size"] = {
+                "shortest_edge": self.image_processor.min_pixels,
+                "longest_edge": self.image_processor.max_pixels,
+            }
+        with open(os.path.join(out_dir, "preprocessor_config.json"), "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2)
+            f.write("\n")
 
     # ---- special ids and text ---------------------------------------------------------------
 

@@ -199,3 +199,14 @@ def test_save_pretrained_round_trip(tiny_checkpoint, tmp_path):
     b = again(conversations, images, return_tensors="np")
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_pixel_limits_override_and_save(tiny_checkpoint, tmp_path):
+    path = tiny_checkpoint[0]
+    proc = Processor.from_pretrained(path, max_pixels=28 * 28 * 4)
+    assert (proc.image_processor.min_pixels, proc.image_processor.max_pixels) == (56 * 56, 28 * 28 * 4)
+    grid = proc([user(None, "x")], [[IM_D]], return_tensors="np")["image_grid_thw"]
+    assert int(grid.prod()) // 4 <= 4
+    proc.save_pretrained(tmp_path)
+    again = Processor.from_pretrained(tmp_path)
+    assert (again.image_processor.min_pixels, again.image_processor.max_pixels) == (56 * 56, 28 * 28 * 4)
