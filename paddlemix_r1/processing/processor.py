@@ -284,8 +284,8 @@ class Processor:
 
 
 def _to_paddle(arrays: dict[str, np.ndarray | None]) -> dict[str, Any]:
-    # Imported here so the tokenizer and image processor stay usable (and quick to import)
-    # in tools that never build a paddle batch.
+    # Imported here, not at module level: tokenization and image processing (and
+    # return_tensors="np") do not depend on paddle.
     import paddle
 
     return {k: None if v is None else paddle.to_tensor(v) for k, v in arrays.items()}
