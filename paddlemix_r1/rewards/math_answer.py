@@ -52,15 +52,17 @@ STARTUP_TIMEOUT_S = 120.0
 
 # ---- text preparation ---------------------------------------------------------------------------
 
+# Longest first, so "平方米" is removed whole rather than leaving "平方".
+# fmt: off
 _UNIT_NAMES = sorted(
     [
-        "平方厘米", "平方分米", "平方千米", "平方米", "立方厘米", "立方米", "厘米", "毫米", "分米", "千米",
-        "公里", "海里", "小时", "分钟", "米", "秒", "度", "cm", "mm", "dm", "km", "m",
-        "degrees", "degree", "units", "unit",
+        "平方厘米", "平方分米", "平方千米", "平方米", "立方厘米", "立方米", "厘米", "毫米", "分米", "千米", "公里", "海里",
+        "小时", "分钟", "米", "秒", "度", "cm", "mm", "dm", "km", "m", "degrees", "degree", "units", "unit",
     ],
     key=len,
     reverse=True,
 )
+# fmt: on
 _UNIT_ALT = "|".join(map(re.escape, _UNIT_NAMES))
 _POWER = r"(?:\^(?:\{[23]\}|[23])\^?|[²³])?"
 # A unit at the very end, bare ("12cm", "9米", "27cm^{2}") or wrapped ("12\text{cm}"). The
@@ -72,8 +74,17 @@ _TRAILING_UNIT = re.compile(
 _DEGREE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|°")
 _SQRT_BRACED = re.compile(r"√\s*\{")
 _SQRT_ATOM = re.compile(r"√\s*(\d+(?:\.\d+)?|[A-Za-z])")
-_REPLACEMENTS = (("π", r"\pi "), ("×", r"\times "), ("·", r"\cdot "), ("÷", r"\div "), ("−", "-"),
-                 ("（", "("), ("）", ")"), ("，", ","), ("：", ":"))
+_REPLACEMENTS = (
+    ("π", r"\pi "),
+    ("×", r"\times "),
+    ("·", r"\cdot "),
+    ("÷", r"\div "),
+    ("−", "-"),
+    ("（", "("),
+    ("）", ")"),
+    ("，", ","),
+    ("：", ":"),
+)
 _DELIMITED = re.compile(r"\$|\\\(|\\\[|\\boxed")
 _COMMAND = re.compile(r"\\[A-Za-z]+")
 _PROSE = re.compile(r"[A-Za-z]{2,}|[\u4e00-\u9fff]")
@@ -212,7 +223,14 @@ class MathVerifier:
     # -- process management
 
     def _start(self) -> None:
-        cmd = [self.python, _WORKER_SCRIPT, "--op-timeout", str(self.op_timeout_s), "--memory-mb", str(self.memory_limit_mb)]
+        cmd = [
+            self.python,
+            _WORKER_SCRIPT,
+            "--op-timeout",
+            str(self.op_timeout_s),
+            "--memory-mb",
+            str(self.memory_limit_mb),
+        ]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, bufsize=0)
         self._buffer = b""
         line = self._read_line(time.monotonic() + STARTUP_TIMEOUT_S)
@@ -301,7 +319,9 @@ class MathVerifier:
             if response.get("id") != request["id"]:
                 self._kill()
                 return MathOutcome("error", detail=f"math_verify worker answered out of order: {line[:200]!r}")
-            return MathOutcome(response["status"], response.get("gold"), response.get("pred"), response.get("detail", ""))
+            return MathOutcome(
+                response["status"], response.get("gold"), response.get("pred"), response.get("detail", "")
+            )
 
 
 _default_verifier: MathVerifier | None = None

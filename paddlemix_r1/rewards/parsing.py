@@ -88,11 +88,14 @@ def parse_answer_box(completion: str) -> Box | None:
 
 # ---- counts ------------------------------------------------------------------------------------
 
-_UNITS = {
-    "zero": 0, "none": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
-    "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
-}
+# fmt: off
+_UNIT_WORDS_LIST = (
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+)
+# fmt: on
+_UNITS = {word: value for value, word in enumerate(_UNIT_WORDS_LIST)}
+_UNITS["none"] = 0
 _TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
 _ONES_WORDS = "one|two|three|four|five|six|seven|eight|nine"
 # Longest alternatives first so "seventeen" is not read as "seven".

@@ -11,20 +11,27 @@ from paddlemix_r1.rewards.math_answer import MathVerifier, make_math_reward
 
 # Fragments that steer generated text into the parsers' interesting corners: tags, brackets,
 # box tokens, JSON, numbers, LaTeX and unicode math.
+# fmt: off
 FRAGMENTS = [
-    "<think>", "</think>", "<answer>", "</answer>", "<|box_start|>", "<|box_end|>", "[", "]", "(", ")",
-    "{", "}", ",", " ", "\n", '"bbox_2d": ', "```json", "```", "-", "+", ".", "e", "1", "23", "4.5", "1e999",
-    "nan", "inf", "$", "\\frac{", "\\sqrt{", "\\boxed{", "^", "_", "\\circ", "°", "√", "π", "cm", "米",
-    "three", "twenty-", "A", "(B)", "answer is ", "=", "\\left(", "\\right)", "\\begin{pmatrix}", "\\\\", "&",
-    "x", "!", "%", "\\infty", "\\text{", "10^{10^{10}}",
+    '<think>', '</think>', '<answer>', '</answer>', '<|box_start|>', '<|box_end|>', '[', ']', '(', ')', '{', '}',
+    ',', ' ', '\n', '"bbox_2d": ', '```json', '```', '-', '+', '.', 'e', '1', '23', '4.5', '1e999', 'nan', 'inf',
+    '$', '\\frac{', '\\sqrt{', '\\boxed{', '^', '_', '\\circ', '°', '√', 'π', 'cm', '米', 'three', 'twenty-', 'A',
+    '(B)', 'answer is ', '=', '\\left(', '\\right)', '\\begin{pmatrix}', '\\\\', '&', 'x', '!', '%', '\\infty',
+    '\\text{', '10^{10^{10}}',
 ]
+# fmt: on
 biased_text = st.lists(st.sampled_from(FRAGMENTS) | st.text(max_size=5), max_size=40).map("".join)
 any_text = st.text(max_size=300) | biased_text
 
 COLUMNS = {
     "format": {},
     "rec_format": {},
-    "rec_iou": {"solution": [10, 10, 50, 60], "image_size": (640, 480), "resized_size": (644, 476), "model_family": "qwen2_5_vl"},
+    "rec_iou": {
+        "solution": [10, 10, 50, 60],
+        "image_size": (640, 480),
+        "resized_size": (644, 476),
+        "model_family": "qwen2_5_vl",
+    },
     "rec_acc": {"solution": [10, 10, 50, 60], "image_size": (640, 480), "model_family": "qwen2_vl"},
     "counting": {"solution": 3},
 }
@@ -50,7 +57,12 @@ def math_reward():
         yield make_math_reward(verifier), verifier
 
 
-@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(text=any_text, gold=st.sampled_from(["140°", "2√{3}", "\\frac{4}{3}", "B", "12cm"]))
 def test_math_never_raises_and_is_bounded_in_time(math_reward, text, gold):
     reward, verifier = math_reward

@@ -9,7 +9,10 @@ GOLD = [352.14, 33.94, 639.59, 224.86]  # original pixels of a 640x480 image
 
 def cols(n=1, family="qwen2_5_vl", size=(640, 480), resized=(640, 480), solution=GOLD):
     return {
-        "solution": [solution] * n, "image_size": [size] * n, "resized_size": [resized] * n, "model_family": [family] * n
+        "solution": [solution] * n,
+        "image_size": [size] * n,
+        "resized_size": [resized] * n,
+        "model_family": [family] * n,
     }
 
 

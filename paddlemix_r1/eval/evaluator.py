@@ -1,0 +1,314 @@
+"""The evaluation loop: prompts -> injected generation -> the rewards' parsers -> records + summary.
+
+Generation is injected (``generate_fn``) so the loop runs without a model in tests and so the CLI
+can plug in the Paddle model later. Scoring reuses the reward modules' parsing and coordinate code,
+so the evaluator and the training rewards cannot disagree about what an answer says:
+
+rec       correct iff IoU >= 0.5 in ORIGINAL pixels (the box is mapped from the model's frame)
+counting  correct iff the answered integer equals the gold count
+geoqa     correct iff math_verify says the answer equals the gold ("140°" works)
+
+Accuracy is ``correct / n`` over ALL selected rows: a row whose image is missing or unreadable is
+recorded with its error, counted in ``errors`` and scored incorrect, so a broken test set lowers
+the number rather than silently shrinking the denominator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any
+
+from PIL import Image
+from tqdm import tqdm
+
+from paddlemix_r1.eval.data import EvalRow
+from paddlemix_r1.eval.prompts import METHODS, build_conversation, get_prompt
+from paddlemix_r1.processing.image_processor import load_image
+from paddlemix_r1.rewards.coords import MODEL_FAMILIES, QWEN2_5_VL
+from paddlemix_r1.rewards.counting import gold_count
+from paddlemix_r1.rewards.math_answer import (
+    MathVerifier,
+    default_verifier,
+    gold_text,
+    score_math_completion,
+)
+from paddlemix_r1.rewards.parsing import parse_count
+from paddlemix_r1.rewards.rec import IOU_THRESHOLD, gold_box, score_rec_completion
+
+TASKS = ("rec", "counting", "geoqa")
+
+# What PIL raises for missing, truncated or undecodable files (UnidentifiedImageError and
+# FileNotFoundError are OSErrors; some plugins raise SyntaxError / EOFError on corrupt headers).
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+@dataclass
+class EvalSample:
+    """What ``generate_fn`` receives for one row whose image loaded.
+
+    prompt:        the filled question template (also in ``conversation``).
+    conversation:  one user message ``[{"type": "image"}, {"type": "text", "text": prompt}]``, the
+                   Processor's format; pass ``[[sample.image]]``-style image lists alongside.
+    image:         the image, upright (EXIF applied) and RGB, as the Processor would load it.
+    image_size:    (W, H) of ``image``: the frame of the gold boxes.
+    resized_size:  (W, H) after smart_resize with the run's pixel limits, or None when no
+                   ``resize`` was given (only REC needs it).
+    """
+
+    row: EvalRow
+    prompt: str
+    conversation: list[dict[str, Any]]
+    image: Image.Image
+    image_size: tuple[int, int]
+    resized_size: tuple[int, int] | None
+
+
+GenerateFn = Callable[[Sequence[EvalSample]], Sequence[str]]
+"""``generate_fn(samples) -> completions``: ``len(samples) * num_samples`` decoded strings, group-major
+(row i's completions at ``i*k .. i*k+k-1``), the layout of ``generation.generate`` with
+``num_return_sequences=k``. It is built for one ``num_samples`` and sampling setting."""
+
+
+@dataclass(frozen=True)
+class SampleScore:
+    """One completion scored: ``score`` (IoU for rec, else 0/1), ``correct``, the parsed answer."""
+
+    score: float
+    correct: bool
+    parsed: Any
+    status: str | None = None  # math_verify's verdict for geoqa ("timeout", "error", ...)
+
+
+@dataclass
+class EvalSummary:
+    """Result of one dataset. ``accuracy`` = correct / n; rows with ``errors`` count as incorrect."""
+
+    dataset: str
+    task: str
+    method: str
+    n: int
+    correct: int
+    errors: int
+    accuracy: float
+    num_samples: int
+    prompt_template: str
+    prompt_source: str
+    scoring_issues: dict[str, int] = field(default_factory=dict)  # e.g. math timeouts, per status
+    settings: dict[str, Any] = field(default_factory=dict)
+    results_path: str | None = None
+    summary_path: str | None = None
+
+
+def _score_rec(completion: str, sample: EvalSample, model_family: str) -> SampleScore:
+    s = score_rec_completion(
+        completion,
+        gold_box(sample.row.solution, sample.row.source),
+        model_family,
+        sample.image_size,
+        sample.resized_size,
+    )
+    parsed = None if s.predicted_box is None else {"box": list(s.predicted_box), "box_original": list(s.original_box)}
+    return SampleScore(s.iou, s.iou >= IOU_THRESHOLD, parsed)
+
+
+def _score_counting(completion: str, sample: EvalSample) -> SampleScore:
+    predicted = parse_count(completion)
+    correct = predicted is not None and predicted == gold_count(sample.row.solution, sample.row.source)
+    return SampleScore(float(correct), correct, predicted)
+
+
+def _score_geoqa(completion: str, sample: EvalSample, verifier: MathVerifier) -> SampleScore:
+    gold = gold_text(sample.row.solution, sample.row.source)
+    s = score_math_completion(completion, gold, verifier, sample.row.source)
+    return SampleScore(float(s.correct), s.correct, s.parsed, s.status)
+
+
+def _load(
+    row: EvalRow, resize: Callable[[int, int], tuple[int, int]] | None
+) -> tuple[Image.Image, tuple, tuple | None]:
+    image = load_image(row.image)
+    size = image.size
+    return image, size, (tuple(resize(*size)) if resize is not None else None)
+
+
+def evaluate(
+    rows: Sequence[EvalRow],
+    generate_fn: GenerateFn,
+    task: str,
+    *,
+    method: str = "r1",
+    dataset: str = "",
+    batch_size: int = 8,
+    num_samples: int = 1,
+    model_family: str | None = None,
+    resize: Callable[[int, int], tuple[int, int]] | None = None,
+    verifier: MathVerifier | None = None,
+    output_dir: str | os.PathLike | None = None,
+    run_name: str | None = None,
+    settings: dict[str, Any] | None = None,
+    progress: bool | None = None,
+) -> EvalSummary:
+    """Evaluate ``rows`` of one dataset; write per-sample JSONL and a summary JSON if ``output_dir``.
+
+    task:          "rec", "counting" or "geoqa".
+    method:        "r1" or "baseline": picks the prompt (``prompts.get_prompt``).
+    num_samples:   k completions per row (pass@k: a row is correct if any of its k is).
+    model_family:  rec only, required: the frame the model writes boxes in.
+    resize:        ``(W, H) -> (W', H')`` of the image the model sees, i.e. the run's image
+                   processor's ``resized_size`` (smart_resize with its min/max pixels). Required
+                   for rec with qwen2_5_vl. It is computed here from the original size rather than
+                   returned by ``generate_fn`` because it is a pure function of the size and the
+                   pixel limits: the CLI builds ONE image processor and hands it to both the model
+                   input and this loop, results stay re-scorable offline, and injected-output tests
+                   need no processor.
+    verifier:      geoqa only; default the process-wide math_verify worker.
+    settings:      free-form run settings copied into the summary (model, seed, ...).
+    progress:      tqdm bar on stderr; None shows it only when stderr is a terminal.
+
+    Files: ``<output_dir>/<run_name>.jsonl`` (one record per row, written as rows finish) and
+    ``<output_dir>/<run_name>.summary.json``; run_name defaults to ``<dataset>_<task>_<method>``.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if batch_size < 1 or num_samples < 1:
+        raise ValueError(f"batch_size and num_samples must be >= 1, got {batch_size} and {num_samples}")
+    if not rows:
+        raise ValueError(f"{dataset or 'dataset'}: no rows to evaluate")
+    if task == "rec":
+        if model_family not in MODEL_FAMILIES:
+            raise ValueError(f"rec evaluation needs model_family in {MODEL_FAMILIES}, got {model_family!r}")
+        if model_family == QWEN2_5_VL and resize is None:
+            raise ValueError("rec evaluation of qwen2_5_vl needs resize (its boxes are in resized-image pixels)")
+
+    template = get_prompt(task, method)
+    prompts = [template.format(row) for row in rows]  # a missing field fails here, before any generation
+    if task == "rec":
+        scorer: Callable[[str, EvalSample], SampleScore] = partial(_score_rec, model_family=model_family)
+    elif task == "counting":
+        scorer = _score_counting
+    else:
+        math_verifier = verifier if verifier is not None else default_verifier()
+        scorer = partial(_score_geoqa, verifier=math_verifier)
+
+    dataset = dataset or task
+    run_name = run_name or f"{dataset}_{task}_{method}"
+    results_path = summary_path = None
+    out = None
+    if output_dir is not None:
+        os.makedirs(output_dir, exist_ok=True)
+        results_path = os.path.join(output_dir, f"{run_name}.jsonl")
+        summary_path = os.path.join(output_dir, f"{run_name}.summary.json")
+        out = open(results_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in the finally below
+
+    correct = errors = 0
+    issues: Counter[str] = Counter()
+    bar = tqdm(total=len(rows), desc=dataset, unit="row", disable=None if progress is None else not progress)
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch_rows = rows[start : start + batch_size]
+            batch_prompts = prompts[start : start + batch_size]
+            records: list[dict[str, Any]] = []
+            samples: list[EvalSample] = []
+            sample_of: list[int | None] = []  # record -> index into samples (None: image error)
+            for row, prompt in zip(batch_rows, batch_prompts):
+                record = {"id": row.id, "dataset": dataset, "image": row.image, "prompt": prompt, "gold": row.solution}
+                try:
+                    image, size, resized = _load(row, resize)
+                except IMAGE_ERRORS as e:
+                    record.update(error=f"image: {type(e).__name__}: {e}", score=0.0, correct=False, samples=[])
+                    errors += 1
+                    sample_of.append(None)
+                else:
+                    record.update(image_size=list(size), resized_size=None if resized is None else list(resized))
+                    sample_of.append(len(samples))
+                    samples.append(EvalSample(row, prompt, build_conversation(prompt), image, size, resized))
+                records.append(record)
+
+            completions = list(generate_fn(samples)) if samples else []
+            if len(completions) != len(samples) * num_samples:
+                raise RuntimeError(
+                    f"generate_fn returned {len(completions)} completions for {len(samples)} samples x "
+                    f"num_samples={num_samples}"
+                )
+
+            for record, i in zip(records, sample_of):
+                if i is not None:
+                    group = completions[i * num_samples : (i + 1) * num_samples]
+                    scored = [(c, scorer(c, samples[i])) for c in group]
+                    best = next((pair for pair in scored if pair[1].correct), max(scored, key=lambda p: p[1].score))
+                    record.update(
+                        raw_output=best[0],
+                        parsed_answer=best[1].parsed,
+                        score=max(s.score for _, s in scored),
+                        correct=any(s.correct for _, s in scored),
+                        error=None,
+                        samples=[
+                            {"raw_output": c, "parsed_answer": s.parsed, "score": s.score, "correct": s.correct}
+                            | ({"status": s.status} if s.status is not None else {})
+                            for c, s in scored
+                        ],
+                    )
+                    correct += record["correct"]
+                    issues.update(s.status for _, s in scored if s.status in ("timeout", "error"))
+                if out is not None:
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            if out is not None:
+                out.flush()
+            bar.update(len(batch_rows))
+    finally:
+        bar.close()
+        if out is not None:
+            out.close()
+
+    summary = EvalSummary(
+        dataset=dataset,
+        task=task,
+        method=method,
+        n=len(rows),
+        correct=correct,
+        errors=errors,
+        accuracy=correct / len(rows),
+        num_samples=num_samples,
+        prompt_template=template.template,
+        prompt_source=template.source,
+        scoring_issues=dict(issues),
+        settings=dict(settings or {}, model_family=model_family, batch_size=batch_size),
+        results_path=results_path,
+        summary_path=summary_path,
+    )
+    if summary_path is not None:
+        with open(summary_path, "w", encoding="utf-8") as f:
+            json.dump(asdict(summary), f, indent=2, ensure_ascii=False)
+    return summary
+
+
+def format_table(summaries: Sequence[EvalSummary]) -> str:
+    """A plain-text table: dataset, task, method, n, errors, accuracy (%) [, pass@k]."""
+    header = ("dataset", "task", "method", "n", "errors", "accuracy")
+    lines = [
+        (
+            s.dataset,
+            s.task,
+            s.method,
+            str(s.n),
+            str(s.errors),
+            f"{100 * s.accuracy:.2f}%" + (f" (pass@{s.num_samples})" if s.num_samples > 1 else ""),
+        )
+        for s in summaries
+    ]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([fmt.format(*header), rule, *(fmt.format(*line) for line in lines)])
+
+
+def print_table(summaries: Sequence[EvalSummary], file: Any = None) -> None:
+    print(format_table(summaries), file=file or sys.stdout)
