@@ -215,6 +215,7 @@ class MathVerifier:
         self.memory_limit_mb = int(memory_limit_mb or 0)
         self.python = python
         self._proc: subprocess.Popen[bytes] | None = None
+        self._owner_pid = os.getpid()
         self._buffer = b""
         self._next_id = 0
         self._lock = threading.Lock()
@@ -223,6 +224,7 @@ class MathVerifier:
     # -- process management
 
     def _start(self) -> None:
+        self._owner_pid = os.getpid()
         cmd = [
             self.python,
             _WORKER_SCRIPT,
@@ -293,6 +295,9 @@ class MathVerifier:
     def check(self, gold: Sequence[str], pred: Sequence[str]) -> MathOutcome:
         """Verify prediction candidates against gold candidates (each in order of preference)."""
         with self._lock:
+            if self._owner_pid != os.getpid():
+                # A forked copy (e.g. a data-loader worker) must not talk on its parent's pipes.
+                self._proc, self._buffer, self._owner_pid = None, b"", os.getpid()
             if self._proc is None or self._proc.poll() is not None:
                 if self._proc is not None:
                     self.restarts += 1

@@ -1,5 +1,6 @@
 """math reward: literal strings (GeoQA forms, LaTeX, choice letters) and the time bound."""
 
+import os
 import threading
 import time
 
@@ -178,3 +179,22 @@ def test_works_outside_the_main_thread(math):
     t.start()
     t.join(timeout=30)
     assert results["scores"] == [1.0, 0.0]
+
+
+def test_forked_child_gets_its_own_worker(verifier):
+    reward = make_math_reward(verifier)
+    assert reward(["<answer>1</answer>"], solution=["1"]) == [1.0]  # parent's worker is running
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: score through the inherited verifier, report, exit whatever happens
+        ok = False
+        try:
+            ok = reward(["<answer>2</answer>", "<answer>3</answer>"], solution=["2", "4"]) == [1.0, 0.0]
+        finally:
+            os.write(write_end, b"1" if ok else b"0")
+            os._exit(0)
+    os.close(write_end)
+    assert os.read(read_end, 1) == b"1"
+    os.waitpid(pid, 0)
+    os.close(read_end)
+    assert reward(["<answer>5</answer>"], solution=["5"]) == [1.0]  # the parent's pipes still work
