@@ -7,8 +7,10 @@ set here as defaults; a value the user already exported wins.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
 
 def configure_cpu_runtime() -> None:
@@ -19,3 +21,29 @@ def configure_cpu_runtime() -> None:
     cores = str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     os.environ.setdefault("OMP_NUM_THREADS", cores)
     os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
+
+
+def _configure_paddle() -> None:
+    """On CPU builds, turn Paddle's strided (view) kernels off unless the user set the flag.
+
+    With them on, any op reading a transposed view takes a slow generic path: adding 0 to a
+    transposed (8, 300, 2, 64) tensor costs 2.9 ms instead of 0.11 ms on this machine, which made
+    every attention matmul over the KV cache ~80x slower.
+    """
+    import paddle
+
+    if not paddle.is_compiled_with_cuda() and "FLAGS_use_stride_kernel" not in os.environ:
+        paddle.set_flags({"FLAGS_use_stride_kernel": False})
+
+
+@contextlib.contextmanager
+def stride_kernels() -> Iterator[None]:
+    """Temporarily allow strided views (safetensors' paddle loader reinterprets dtypes with them)."""
+    import paddle
+
+    before = paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"]
+    paddle.set_flags({"FLAGS_use_stride_kernel": True})
+    try:
+        yield
+    finally:
+        paddle.set_flags({"FLAGS_use_stride_kernel": before})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import paddle
 import paddle.nn.functional as F
 
+from paddlemix_r1 import ops
+
 NEG_INF = float("-inf")
 
 
@@ -44,7 +46,7 @@ def sample(
     """
     with paddle.amp.auto_cast(enable=False):
         scaled = logits.astype("float32") / max(temperature, 1e-6)  # (N, V)
-        logprobs = F.log_softmax(scaled, axis=-1)  # (N, V)
+        logprobs = ops.log_softmax(scaled, axis=-1)  # (N, V)
         if do_sample:
             filtered = top_p_filter(top_k_filter(scaled, top_k), top_p)
             tokens = paddle.multinomial(F.softmax(filtered, axis=-1), 1).reshape([-1])  # (N,)

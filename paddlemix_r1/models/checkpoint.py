@@ -22,6 +22,7 @@ import paddle.nn as nn
 from safetensors import safe_open
 from safetensors.paddle import save_file
 
+from paddlemix_r1._runtime import stride_kernels
 from paddlemix_r1.models.config import ModelConfig
 
 _HF5_PREFIXES = (("model.language_model.", "model."), ("model.visual.", "visual."))
@@ -59,7 +60,7 @@ def load_state(model: nn.Layer, path: str) -> None:
     seen: set[str] = set()
     tied = getattr(model.config, "tie_word_embeddings", False)
     for file in _weight_files(path):
-        with safe_open(file, framework="paddle") as f:
+        with stride_kernels(), safe_open(file, framework="paddle") as f:
             for key in f.keys():
                 ours = to_our_key(key)
                 if tied and ours == "lm_head.weight":

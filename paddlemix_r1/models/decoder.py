@@ -31,13 +31,14 @@ class RMSNorm(nn.Layer):
 class KVCache:
     """Preallocated keys/values for every layer, written at explicit positions.
 
-    k[layer], v[layer]: (B, max_len, n_kv_heads, head_dim). ``length`` is how many positions
-    hold data; a forward with the cache writes positions [length, length + L) and advances it.
+    k[layer], v[layer]: (B, n_kv_heads, max_len, head_dim), head-major so attention reads them
+    without a transpose. ``length`` is how many positions hold data; a forward with the cache
+    writes positions [length, length + L) and advances it.
     """
 
     def __init__(self, num_layers: int, batch: int, max_len: int, n_kv: int, head_dim: int, dtype: str):
-        self.k = [paddle.zeros([batch, max_len, n_kv, head_dim], dtype) for _ in range(num_layers)]
-        self.v = [paddle.zeros([batch, max_len, n_kv, head_dim], dtype) for _ in range(num_layers)]
+        self.k = [paddle.zeros([batch, n_kv, max_len, head_dim], dtype) for _ in range(num_layers)]
+        self.v = [paddle.zeros([batch, n_kv, max_len, head_dim], dtype) for _ in range(num_layers)]
         self.length = 0
         self.max_len = max_len
 
@@ -46,13 +47,13 @@ class KVCache:
         return int(self.k[0].shape[0])
 
     def write(self, layer: int, k: paddle.Tensor, v: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
-        """Store k, v (B, L, nkv, hd) at [length, length+L); return keys/values (B, length+L, nkv, hd)."""
-        end = self.length + k.shape[1]
+        """Store k, v (B, nkv, L, hd) at [length, length+L); return keys/values (B, nkv, length+L, hd)."""
+        end = self.length + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"KV cache overflow: need {end} positions, allocated {self.max_len}")
-        self.k[layer][:, self.length : end] = k
-        self.v[layer][:, self.length : end] = v
-        return self.k[layer][:, :end], self.v[layer][:, :end]
+        self.k[layer][:, :, self.length : end] = k
+        self.v[layer][:, :, self.length : end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
     def repeat_interleave(self, repeats: int) -> None:
         """Expand every row ``repeats`` times in place (group prefix sharing: one prompt, G rows)."""
@@ -76,8 +77,9 @@ class Attention(nn.Layer):
         k = self.k_proj(x).reshape([b, length, self.nkv, self.hd])  # (B, L, nkv, hd)
         v = self.v_proj(x).reshape([b, length, self.nkv, self.hd])
         q, k = ops.apply_rotary(q, k, cos, sin)
+        k, v = k.transpose([0, 2, 1, 3]), v.transpose([0, 2, 1, 3])  # (B, nkv, L, hd)
         if cache is not None:
-            k, v = cache.write(layer_idx, k, v)  # (B, K, nkv, hd)
+            k, v = cache.write(layer_idx, k, v)  # (B, nkv, K, hd)
         out = ops.attention(q, k, v, mask, self.scale)  # (B, L, nh, hd)
         return self.o_proj(out.reshape([b, length, self.nh * self.hd]))
 

@@ -1,6 +1,7 @@
 """Attention: padded causal (decoder, with KV cache) and block-diagonal variable length (vision).
 
-Layouts follow Paddle's kernels: (B, L, heads, head_dim). Softmax runs in fp32.
+Queries come as (B, L, heads, head_dim); decoder keys/values come head-major (B, kv_heads, L,
+head_dim), the KV-cache layout, so decode steps read the cache without a transpose. Softmax in fp32.
 """
 
 from __future__ import annotations
@@ -32,28 +33,33 @@ def causal_padding_mask(attention_mask: paddle.Tensor, q_len: int, dtype: str = 
 def attention_eager(
     q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: paddle.Tensor | None, scale: float
 ) -> paddle.Tensor:
-    """q: (B, Lq, nh, hd); k, v: (B, Lk, nkv, hd) with nh % nkv == 0 (GQA); mask additive (B, 1, Lq, Lk)."""
+    """q: (B, Lq, nh, hd); k, v: (B, nkv, Lk, hd) head-major (the KV-cache layout), nh % nkv == 0 (GQA);
+    mask additive (B, 1, Lq, Lk) or None. Returns (B, Lq, nh, hd).
+
+    The g = nh / nkv query heads sharing a key head are folded into the row axis, so each matmul is
+    a plain batched GEMM over (B, nkv) with contiguous operands (no broadcast, no repeated keys).
+    """
     b, lq, nh, hd = q.shape
-    nkv = k.shape[2]
+    nkv, lk = k.shape[1], k.shape[2]
     g = nh // nkv
-    qt = q.reshape([b, lq, nkv, g, hd]).transpose([0, 2, 3, 1, 4])  # (B, nkv, g, Lq, hd)
-    kt = k.transpose([0, 2, 1, 3]).unsqueeze(2)  # (B, nkv, 1, Lk, hd)
-    vt = v.transpose([0, 2, 1, 3]).unsqueeze(2)  # (B, nkv, 1, Lk, hd)
+    # Scale the queries, not the (larger) score matrix.
+    qt = (q * scale).reshape([b, lq, nkv, g, hd]).transpose([0, 2, 3, 1, 4]).reshape([b, nkv, g * lq, hd])  # (B, nkv, g*Lq, hd)
     with paddle.amp.auto_cast(enable=False):
-        scores = paddle.matmul(qt, kt, transpose_y=True).astype("float32") * scale  # (B, nkv, g, Lq, Lk)
+        scores = paddle.matmul(qt, k, transpose_y=True).astype("float32")  # (B, nkv, g*Lq, Lk)
         if mask is not None:
-            scores = scores + mask.unsqueeze(1)  # mask (B, 1, 1, Lq, Lk)
+            scores = (scores.reshape([b, nkv, g, lq, lk]) + mask.unsqueeze(1)).reshape([b, nkv, g * lq, lk])
         probs = F.softmax(scores, axis=-1).astype(q.dtype)
-    out = paddle.matmul(probs, vt)  # (B, nkv, g, Lq, hd)
-    return out.transpose([0, 3, 1, 2, 4]).reshape([b, lq, nh, hd])
+    out = paddle.matmul(probs, v)  # (B, nkv, g*Lq, hd)
+    return out.reshape([b, nkv, g, lq, hd]).transpose([0, 3, 1, 2, 4]).reshape([b, lq, nh, hd])
 
 
 @register("attention", "fused")
 def attention_fused(
     q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: paddle.Tensor | None, scale: float
 ) -> paddle.Tensor:
+    kt, vt = k.transpose([0, 2, 1, 3]), v.transpose([0, 2, 1, 3])  # Paddle's kernel takes (B, L, H, D)
     return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=None if mask is None else mask.astype(q.dtype), scale=scale, training=False
+        q, kt, vt, attn_mask=None if mask is None else mask.astype(q.dtype), scale=scale, training=False
     )
 
 
@@ -90,7 +96,7 @@ def varlen_attention_eager(
     if not valid.all():
         key_ok = paddle.to_tensor(valid)[:, None, None, :]  # (S, 1, 1, M)
         mask = paddle.where(key_ok, paddle.zeros([], "float32"), paddle.full([], NEG_INF, "float32"))
-    out = attention_eager(qs, ks, vs, mask, scale)  # (S, M, nh, hd)
+    out = attention_eager(qs, ks.transpose([0, 2, 1, 3]), vs.transpose([0, 2, 1, 3]), mask, scale)  # (S, M, nh, hd)
     out = out.reshape([s * m, q.shape[1], q.shape[2]])
     if valid.all():
         return out

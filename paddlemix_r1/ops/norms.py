@@ -13,7 +13,7 @@ def rms_norm_eager(x: paddle.Tensor, weight: paddle.Tensor, eps: float) -> paddl
     """weight * (x / sqrt(mean(x^2) + eps)); statistics in fp32, cast back before the weight (as HF)."""
     with paddle.amp.auto_cast(enable=False):
         xf = x.astype("float32")
-        var = xf.pow(2).mean(axis=-1, keepdim=True)  # (..., 1)
+        var = (xf * xf).mean(axis=-1, keepdim=True)  # (..., 1); x*x, as Paddle's CPU pow is ~40x slower
         normed = xf * paddle.rsqrt(var + eps)
     return weight * normed.astype(x.dtype)
 

@@ -1,0 +1,24 @@
+"""log-softmax. Paddle's CPU ``log_softmax`` kernel is ~200x slower than its ``softmax`` (63 ms vs
+0.3 ms for an (8, 8192) input on this machine), so the eager path composes it from max/exp/sum."""
+
+from __future__ import annotations
+
+import paddle
+import paddle.nn.functional as F
+
+from paddlemix_r1.ops.dispatch import get, register
+
+
+@register("log_softmax", "eager")
+def log_softmax_eager(x: paddle.Tensor, axis: int = -1) -> paddle.Tensor:
+    shifted = x - x.max(axis=axis, keepdim=True).detach()
+    return shifted - paddle.log(paddle.exp(shifted).sum(axis=axis, keepdim=True))
+
+
+@register("log_softmax", "fused")
+def log_softmax_fused(x: paddle.Tensor, axis: int = -1) -> paddle.Tensor:
+    return F.log_softmax(x, axis=axis)
+
+
+def log_softmax(x: paddle.Tensor, axis: int = -1) -> paddle.Tensor:
+    return get("log_softmax")(x, axis)
