@@ -16,6 +16,7 @@ setup(
         "jinja2",
         "math-verify",
         "visualdl",
+        "tqdm",
     ],
     extras_require={
         "test": [

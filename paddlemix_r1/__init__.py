@@ -1,8 +1,7 @@
 """paddlemix_r1: R1-style GRPO for Qwen2-VL and Qwen2.5-VL, native PaddlePaddle."""
 
-from paddlemix_r1._runtime import _configure_paddle, configure_cpu_runtime
+from paddlemix_r1._runtime import configure_cpu_runtime
 
 configure_cpu_runtime()
-_configure_paddle()
 
 __version__ = "0.1.0"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 
 
@@ -17,13 +18,15 @@ def configure_cpu_runtime() -> None:
     if "paddle" in sys.modules:
         # Too late to influence MKL's dispatch; keep whatever the process has.
         return
+    # Paddle warns at import that ccache (a build tool) is missing; irrelevant to users of the wheel.
+    warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
     os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
     cores = str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     os.environ.setdefault("OMP_NUM_THREADS", cores)
     os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 
 
-def _configure_paddle() -> None:
+def configure_paddle() -> None:
     """On CPU builds, turn Paddle's strided (view) kernels off unless the user set the flag.
 
     With them on, any op reading a transposed view takes a slow generic path: adding 0 to a

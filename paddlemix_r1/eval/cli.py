@@ -166,18 +166,41 @@ def resolve_image_processor(args: argparse.Namespace) -> ImageProcessor:
 
 
 def build_generate_fn(args: argparse.Namespace, image_processor: ImageProcessor | None = None) -> GenerateFn:
-    """The model-backed ``generate_fn`` for ``evaluate``.
+    """The model-backed ``generate_fn`` for ``evaluate``: our model and Processor from
+    ``args.model_path``, batched left-padded prompts, ``num_samples`` completions per row (greedy
+    when 1, sampled with --temperature / --top_p otherwise), decoded without special tokens.
 
-    NOT IMPLEMENTED YET: model generation lands with the rollout engine. The intended shape:
-    load the model (``paddlemix_r1.models.from_pretrained(args.model_path, dtype)``) and
-    ``Processor.from_pretrained(args.model_path)`` using ``image_processor``; per call, batch
-    ``[s.conversation for s in samples]`` with ``[[s.image] for s in samples]`` (left padding),
-    ``generation.generate(..., num_return_sequences=args.num_samples, do_sample=args.num_samples > 1,
-    temperature=args.temperature, top_p=args.top_p, max_new_tokens=..., seed=args.seed)`` and
-    decode with special tokens skipped, returning ``len(samples) * num_samples`` strings
-    group-major. Check that each image's ``image_grid_thw`` * 14 equals ``s.resized_size``.
+    ``image_processor`` (the one REC boxes are mapped back with) sizes the model's images, and each
+    image's grid is checked against the ``resized_size`` the evaluator scores with.
     """
-    raise NotImplementedError("model generation lands with the rollout engine")
+    from paddlemix_r1.generation import generate
+    from paddlemix_r1.models import from_pretrained
+    from paddlemix_r1.ops import device_kind
+    from paddlemix_r1.processing import Processor
+
+    proc = Processor.from_pretrained(args.model_path)
+    if image_processor is not None:
+        proc = Processor(proc.tokenizer, image_processor, source=args.model_path)
+    dtype = args.dtype or ("bfloat16" if device_kind() == "gpu" else "float32")
+    model = from_pretrained(args.model_path, dtype=dtype)
+    patch = proc.image_processor.patch_size
+    k = args.num_samples
+
+    def generate_fn(samples: Sequence[EvalSample]) -> list[str]:
+        batch = proc([s.conversation for s in samples], [[s.image] for s in samples])
+        grid = batch["image_grid_thw"].numpy()
+        for s, (_, gh, gw) in zip(samples, grid):
+            if s.resized_size is not None and (gw * patch, gh * patch) != tuple(s.resized_size):
+                raise RuntimeError(
+                    f"row {s.row.id}: model input is {gw * patch}x{gh * patch}, boxes are scored against "
+                    f"{s.resized_size[0]}x{s.resized_size[1]}: pixel limits differ between model and evaluator"
+                )
+        out = generate(model, batch, max_new_tokens=args.max_new_tokens, do_sample=k > 1,
+                       temperature=args.temperature, top_p=args.top_p, num_return_sequences=k,
+                       eos_token_id=proc.eos_token_id, pad_token_id=proc.pad_token_id, seed=args.seed)
+        return proc.batch_decode(out.completion_ids.numpy().tolist(), skip_special_tokens=True)
+
+    return generate_fn
 
 
 def _load_datasets(args: argparse.Namespace, task_of: dict[str, str]) -> dict[str, list[EvalRow]]:

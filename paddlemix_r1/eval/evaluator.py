@@ -53,7 +53,7 @@ class EvalSample:
     """What ``generate_fn`` receives for one row whose image loaded.
 
     prompt:        the filled question template (also in ``conversation``).
-    conversation:  one user message ``[{"type": "image"}, {"type": "text", "text": prompt}]``, the
+    conversation:  ``[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]``, the
                    Processor's format; pass ``[[sample.image]]``-style image lists alongside.
     image:         the image, upright (EXIF applied) and RGB, as the Processor would load it.
     image_size:    (W, H) of ``image``: the frame of the gold boxes.

@@ -12,6 +12,7 @@ MODEL_CLASSES = {
 }
 
 from paddlemix_r1.models.checkpoint import from_pretrained, save_pretrained  # noqa: E402
+from paddlemix_r1.models.tiny import build_tiny_checkpoint, tiny_config  # noqa: E402
 
 __all__ = [
     "KVCache",
@@ -23,7 +24,9 @@ __all__ = [
     "TextConfig",
     "VLModelBase",
     "VisionConfig",
+    "build_tiny_checkpoint",
     "from_pretrained",
     "get_rope_index",
     "save_pretrained",
+    "tiny_config",
 ]

@@ -171,8 +171,10 @@ class ModelConfig:
             "hidden_act": v.hidden_act,
         }
         if self.model_type == "qwen2_vl":
+            if v.intermediate_size % v.embed_dim:
+                raise ValueError(f"Qwen2-VL vision MLP width {v.intermediate_size} is not a multiple of {v.embed_dim}")
             vision.update(embed_dim=v.embed_dim, hidden_size=v.out_hidden_size,
-                          mlp_ratio=v.intermediate_size / v.embed_dim)
+                          mlp_ratio=v.intermediate_size // v.embed_dim)
             arch = "Qwen2VLForConditionalGeneration"
         else:
             vision.update(hidden_size=v.embed_dim, out_hidden_size=v.out_hidden_size,

@@ -1,5 +1,9 @@
 """Every fast path in one place; see ``dispatch`` for how an implementation is chosen."""
 
+from paddlemix_r1._runtime import configure_paddle
+
+configure_paddle()
+
 from paddlemix_r1.ops.activations import ACTIVATIONS, gelu, quick_gelu, swiglu
 from paddlemix_r1.ops.attention import attention, causal_padding_mask, varlen_attention
 from paddlemix_r1.ops.dispatch import device_kind, implementation, override, reset

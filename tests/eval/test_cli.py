@@ -168,23 +168,6 @@ def test_main_r1v_infers_tasks(counting_set, geoqa_set, tmp_path, monkeypatch):
     ]
 
 
-def test_main_without_a_generator_says_so(rec_set, tmp_path):
-    path, root = rec_set
-    ckpt = write_checkpoint(tmp_path / "ckpt")
-    argv = [
-        "--model_path",
-        str(ckpt),
-        "--data_root",
-        str(path.parent),
-        "--image_root",
-        str(root),
-        "--test_datasets",
-        "tiny_rec",
-    ]
-    with pytest.raises(NotImplementedError, match="rollout engine"):
-        cli.main_rec(argv)
-
-
 def test_malformed_dataset_fails_before_the_model_is_built(tmp_path, monkeypatch):
     (tmp_path / "bad_counting.jsonl").write_text('{"image_path": "a.png", "question": "q", "ground_truth": "lots"}\n')
     called = []
