@@ -93,8 +93,8 @@ class HFModel:
         kw = {k: torch.from_numpy(np.asarray(v)) for k, v in batch.items() if v is not None}
         ids = kw["input_ids"]
         mm = torch.zeros_like(ids, dtype=torch.int32)  # transformers 5 reads modality per token from here
-        mm[ids == IMAGE_TOKEN] = 1
-        mm[ids == VIDEO_TOKEN] = 2
+        mm[ids == self.model.config.image_token_id] = 1
+        mm[ids == self.model.config.video_token_id] = 2
         kw["mm_token_type_ids"] = mm
         return kw
 

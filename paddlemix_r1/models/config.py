@@ -50,7 +50,7 @@ class VisionConfig:
     # Qwen2.5-VL only
     window_size: int = 112
     fullatt_block_indexes: list[int] = field(default_factory=list)
-    tokens_per_second: float = 2.0
+    tokens_per_second: int = 2
 
     @property
     def head_dim(self) -> int:

@@ -147,3 +147,30 @@ def test_config_errors_name_the_field(tmp_path):
     del cfg["text_config"]["hidden_size"]
     with pytest.raises(KeyError, match="text_config.hidden_size"):
         ModelConfig.from_dict(cfg, source="x/config.json")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tiny_checkpoint_runs_in_transformers_end_to_end(tmp_path, family):
+    """Our tiny checkpoint (published config layout, our tokenizer) through our Processor: same logits
+    in transformers, including an image smaller than min_pixels and a left-padded pair."""
+    from PIL import Image
+
+    from paddlemix_r1.models import build_tiny_checkpoint
+    from paddlemix_r1.processing import Processor
+
+    ckpt = build_tiny_checkpoint(str(tmp_path / "tiny"), family=family, seed=3)
+    rng = np.random.default_rng(0)
+    small = Image.fromarray(rng.integers(0, 255, (12, 10, 3), dtype=np.uint8))  # 10x12 < min_pixels
+    big = Image.fromarray(rng.integers(0, 255, (90, 130, 3), dtype=np.uint8))
+    convs = [
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many shapes?"}]}],
+        [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Compare."}]}],
+    ]
+    batch = Processor.from_pretrained(ckpt)(convs, [[small], [big, small]])
+    ours = from_pretrained(ckpt)(**batch).logits.numpy()
+    ids = batch["input_ids"].numpy()
+    ref_model = HFModel(ckpt, family)
+    ref = ref_model.logits({k: v.numpy() for k, v in batch.items()})
+    keep = batch["attention_mask"].numpy().astype(bool)
+    assert (ids == ref_model.model.config.image_token_id).sum() == batch["pixel_values"].shape[0] // 4
+    assert np.abs(ours - ref)[keep].max() <= 1e-4
