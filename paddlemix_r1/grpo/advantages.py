@@ -14,8 +14,9 @@ A std over a single value is NaN in TRL's nanstd; with G == 1 ("group"/"none") o
 completion: it is left out of means and stds and gets advantage 0.
 
 Departures from TRL, deliberate and at rounding level only:
-- Computed in float64 numpy (TRL: the rewards' torch dtype, float32 in practice). Callers cast
-  the result to the training dtype.
+- Computed in float64 numpy (TRL: float32, the dtype of its rewards tensor). Callers cast the
+  result to the training dtype. (TRL's ``nanstd`` forms its Bessel factor count / (count - 1) from
+  integer tensors, i.e. in float32, so even a float64 TRL run is only float32-accurate there.)
 - A group whose non-NaN rewards are all equal gets advantage exactly 0. In TRL the group mean of,
   e.g., eight float32 0.1s is off by an ulp, and (r - mean) / (0 + 1e-4) then leaves ~1e-4 of noise.
 - Infinite rewards raise instead of propagating; they are a reward-function bug.
