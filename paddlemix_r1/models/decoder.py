@@ -201,13 +201,15 @@ class VLModelBase(nn.Layer):
 
     def embed(
         self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None,
-        group_size: int = 1,
+        group_size: int = 1, prompt_length: int | None = None,
     ):
         """Token embeddings with vision features scattered into the image/video placeholder slots.
 
         With ``group_size`` G > 1, input_ids holds G consecutive rows per prompt while the pixel
         inputs describe each prompt once: the vision tower runs once per prompt and its features are
         repeated into the G rows (the gradient of all G rows flows back into one vision pass).
+        With ``prompt_length``, placeholders are looked for in the first ``prompt_length`` positions
+        only: a sampled completion that happens to contain ``<|image_pad|>`` stays an ordinary token.
         """
         embeds = self.model.embed_tokens(input_ids)  # (B*G, L, H)
         for pix, grid, tok in (
@@ -217,8 +219,12 @@ class VLModelBase(nn.Layer):
             if pix is None:
                 continue
             feats = self.visual(pix.astype(embeds.dtype), _np(grid))  # (n_tokens of B prompts, H)
+            is_slot = input_ids == tok  # (B*G, L)
+            if prompt_length is not None and prompt_length < input_ids.shape[1]:
+                tail = paddle.zeros([input_ids.shape[0], input_ids.shape[1] - prompt_length], dtype="bool")
+                is_slot = paddle.concat([is_slot[:, :prompt_length], tail], axis=1)
             if group_size > 1:
-                per_prompt = (input_ids[::group_size] == tok).astype("int64").sum(axis=1).tolist()  # (B,)
+                per_prompt = is_slot[::group_size].astype("int64").sum(axis=1).tolist()  # (B,)
                 if sum(per_prompt) != int(feats.shape[0]):
                     raise ValueError(
                         f"image features and image tokens do not match: {sum(per_prompt)} placeholder tokens in "
@@ -226,7 +232,7 @@ class VLModelBase(nn.Layer):
                     )
                 chunks = paddle.split(feats, per_prompt, axis=0) if len(per_prompt) > 1 else [feats]
                 feats = paddle.concat([c for c in chunks for _ in range(group_size)], axis=0)
-            slots = paddle.nonzero((input_ids == tok).reshape([-1])).reshape([-1])  # (n_slots,)
+            slots = paddle.nonzero(is_slot.reshape([-1])).reshape([-1])  # (n_slots,)
             if int(slots.shape[0]) != int(feats.shape[0]):
                 raise ValueError(
                     f"image features and image tokens do not match: {int(slots.shape[0])} placeholder tokens, "
@@ -251,12 +257,15 @@ class VLModelBase(nn.Layer):
         logits_to_keep: int | None = None,
         return_logits: bool = True,
         group_size: int = 1,
+        prompt_length: int | None = None,
     ) -> ModelOutput:
         """Full forward. ``position_ids`` (3, B, L) may be given (decode steps, log-prob passes);
         otherwise they come from ``rope_index``. With ``cache``, ``attention_mask`` covers the
         cached positions plus the new ones. ``logits_to_keep`` k: logits for the last k positions only.
         ``group_size`` G: input_ids has G rows per prompt, pixel inputs one entry per prompt (see
-        ``embed``); position_ids must then be given (the rollout returns them).
+        ``embed``); position_ids must then be given (the rollout returns them). ``prompt_length``:
+        vision placeholders only count in the first ``prompt_length`` positions (log-prob passes over
+        prompt + completion).
         """
         if group_size > 1 and position_ids is None:
             raise ValueError("group_size > 1 needs position_ids (e.g. GenerationOutput.position_ids)")
@@ -267,7 +276,8 @@ class VLModelBase(nn.Layer):
             position_ids, deltas = self.rope_index(
                 input_ids, attention_mask[:, -input_ids.shape[1]:], image_grid_thw, video_grid_thw, second_per_grid_ts
             )
-        embeds = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw, group_size)
+        embeds = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw, group_size,
+                            prompt_length)
         hidden = self.model(embeds, position_ids, attention_mask, cache)  # (B, L, H)
         logits = None
         if return_logits:
