@@ -2,6 +2,7 @@
 
     paddlemix-r1 generate [--model_path D] [--image I] [--prompt P]   # look at what a checkpoint answers
     paddlemix-r1 tiny-checkpoint --out D [--family qwen2_5_vl]         # build a tiny random checkpoint
+    paddlemix-r1 train --config configs/tiny_cpu.yaml [key=value ...]  # GRPO training
 """
 
 from __future__ import annotations
@@ -70,6 +71,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from paddlemix_r1.grpo.config import GRPOConfig
+    from paddlemix_r1.grpo.trainer import GRPOTrainer
+
+    cfg = GRPOConfig.load(args.config, args.overrides)
+    history = GRPOTrainer(cfg).train()
+    if history:
+        last = history[-1]
+        print(f"done: step {int(last['step'])}, reward {last['reward']:.4f}, checkpoints in {cfg.output_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="paddlemix-r1", description="GRPO for Qwen2-VL / Qwen2.5-VL in PaddlePaddle")
     sub = p.add_subparsers(dest="command", required=True)
@@ -87,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     g.set_defaults(fn=cmd_generate)
+
+    tr = sub.add_parser("train", help="GRPO training from a YAML config plus key=value overrides")
+    tr.add_argument("--config", help="YAML file with GRPOConfig fields (see configs/)")
+    tr.add_argument("overrides", nargs="*", help="key=value overrides, e.g. learning_rate=1e-6 max_steps=100")
+    tr.set_defaults(fn=cmd_train)
 
     t = sub.add_parser("tiny-checkpoint", help="build a tiny random checkpoint (no downloads)")
     t.add_argument("--out", required=True)

@@ -20,6 +20,17 @@ DEFAULT_TEMPLATES = {
 }
 
 
+def _coerce_number(name: str, value: Any, annotation: Any, source: str) -> Any:
+    """YAML reads 1e-6 (no dot) as a string; numbers for float fields are converted, with a clear error."""
+    allowed = typing.get_args(annotation) or (annotation,)
+    if float in allowed and isinstance(value, (str, int)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError as e:
+            raise ValueError(f"{source}: field {name!r} expects a number, got {value!r}") from e
+    return value
+
+
 @dataclass
 class GRPOConfig:
     # ----- model -----
@@ -147,7 +158,8 @@ class GRPOConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"{source}: unknown config field(s) {unknown}")
-        return cls(**d)
+        types = typing.get_type_hints(cls)
+        return cls(**{k: _coerce_number(k, v, types[k], source) for k, v in d.items()})
 
     @classmethod
     def load(cls, path: str | None = None, overrides: list[str] | None = None) -> GRPOConfig:

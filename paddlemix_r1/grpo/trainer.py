@@ -272,8 +272,10 @@ class GRPOTrainer:
         return float(paddle.sqrt(paddle.add_n(sq))) if sq else 0.0
 
     # ----- loop -----
-    def train(self) -> list[dict[str, float]]:
+    def train(self, num_steps: int | None = None) -> list[dict[str, float]]:
+        """Run until ``max_steps`` (or ``num_steps`` more steps, e.g. to stop part-way); return the history."""
         cfg = self.cfg
+        stop = cfg.max_steps if num_steps is None else min(cfg.max_steps, self.step + num_steps)
         bar = None
         if cfg.progress_bar:
             from tqdm import tqdm
@@ -281,7 +283,7 @@ class GRPOTrainer:
             bar = tqdm(total=cfg.max_steps, initial=self.step, desc="grpo", dynamic_ncols=True)
         period = cfg.steps_per_generation * cfg.num_iterations
         gen_metrics: dict[str, float] = {}
-        while self.step < cfg.max_steps:
+        while self.step < stop:
             if self.step % period == 0 or not self._buffer:
                 self._buffer, gen_metrics = self.generate_round()
             micro = self._buffer[self.step % cfg.steps_per_generation]

@@ -1,0 +1,174 @@
+"""The GRPO trainer end to end on a tiny model: log-prob consistency with the rollout, frozen
+vision, learning, exact resume, non-finite handling, configs."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+import paddle
+import pytest
+
+from paddlemix_r1.data.synthetic import counting_rows
+from paddlemix_r1.generation import generate
+from paddlemix_r1.grpo import trainer as trainer_mod
+from paddlemix_r1.grpo.config import GRPOConfig
+from paddlemix_r1.grpo.logprobs import RolloutInputs, completion_logprobs
+from paddlemix_r1.grpo.trainer import GRPOTrainer, NonFiniteError
+from paddlemix_r1.models import build_tiny_checkpoint, from_pretrained
+from paddlemix_r1.processing import Processor
+from paddlemix_r1.rewards import list_rewards, register_reward
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def digit_fraction(completions, **_):
+    """Share of characters that are digits: a dense synthetic reward a tiny model can climb."""
+    return [sum(c.isdigit() for c in text) / max(1, len(text)) for text in completions]
+
+
+def text_length(completions, **_):
+    """Characters / 100: differs between samples, so every group has a non-zero advantage."""
+    return [len(text) / 100 for text in completions]
+
+
+if "test_digit_fraction" not in list_rewards():
+    register_reward("test_digit_fraction", digit_fraction)
+    register_reward("test_text_length", text_length)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny_checkpoint(str(tmp_path_factory.mktemp("tiny")), family="qwen2_5_vl", seed=1)
+
+
+def _cfg(tiny, out, **kw):
+    base = dict(model_name_or_path=tiny, output_dir=str(out), prompts_per_step=2, num_generations=4,
+                max_completion_length=8, num_train_samples=8, learning_rate=1e-3, beta=0.04,
+                reward_funcs=["test_digit_fraction"], visualdl=False, progress_bar=False, log_completions_steps=0,
+                max_steps=2, seed=3)
+    base.update(kw)
+    return GRPOConfig(**base)
+
+
+def test_trainer_logprobs_equal_rollout_sampling_logprobs(tiny):
+    """Same M-RoPE positions, pixels and temperature as the rollout: the trainer's log-probs equal the
+    sampler's (PaddleMIX's trainer recomputes them with 1-D positions, which this also shows differ)."""
+    proc = Processor.from_pretrained(tiny)
+    model = from_pretrained(tiny)
+    rows = counting_rows(2, seed=5)
+    rows[1]["images"] = [rows[1]["images"][0].resize((200, 84))]  # different size -> left padding
+    convs = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r["problem"]}]}] for r in rows]
+    batch = proc(convs, [r["images"] for r in rows])
+    assert int(batch["attention_mask"].sum(axis=1).min()) < batch["input_ids"].shape[1]
+    out = generate(model, batch, max_new_tokens=10, do_sample=True, temperature=0.7, top_k=50,
+                   num_return_sequences=3, eos_token_id=proc.eos_token_id, pad_token_id=proc.pad_token_id, seed=0)
+    inp = RolloutInputs(out.prompt_ids, out.completion_ids, out.attention_mask, out.position_ids,
+                        batch["pixel_values"], batch["image_grid_thw"], 3)
+    mask = out.completion_mask.astype("float32")
+    ours = completion_logprobs(model, inp, temperature=0.7, chunk_size=7) * mask
+    np.testing.assert_allclose(ours.numpy(), out.logprobs.numpy(), atol=1e-4)
+
+    flat = out.attention_mask.astype("int64").cumsum(axis=1) - 1  # 1-D positions, as PaddleMIX's trainer
+    one_d = RolloutInputs(out.prompt_ids, out.completion_ids, out.attention_mask,
+                          flat.clip(min=0).unsqueeze(0).expand([3, -1, -1]), batch["pixel_values"],
+                          batch["image_grid_thw"], 3)
+    wrong = completion_logprobs(model, one_d, temperature=0.7) * mask
+    assert float((wrong - out.logprobs).abs().max()) > 1e-3
+    untempered = completion_logprobs(model, inp, temperature=1.0) * mask
+    assert float((untempered - out.logprobs).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_freeze_vision(tiny, tmp_path, freeze):
+    tr = GRPOTrainer(_cfg(tiny, tmp_path, freeze_vision=freeze, max_steps=2, learning_rate=1e-2,
+                          reward_funcs=["test_text_length"]))
+    before = {n: p.numpy().copy() for n, p in tr.model.visual.named_parameters()}
+    dec_before = tr.model.model.layers[0].mlp.up_proj.weight.numpy().copy()
+    tr.train()
+    changed = [n for n, p in tr.model.visual.named_parameters() if not np.array_equal(before[n], p.numpy())]
+    if freeze:
+        assert changed == []
+    else:
+        assert len(changed) > 0
+    assert not np.array_equal(dec_before, tr.model.model.layers[0].mlp.up_proj.weight.numpy())
+
+
+def test_grpo_learns_a_synthetic_reward(tiny, tmp_path):
+    """Stated margin: mean reward of the last 5 steps exceeds the first 5 steps' by >= 0.3 within 30 steps
+    (seeded; measured 0.01 -> 0.6 in about 6 s on 2 cores)."""
+    cfg = _cfg(tiny, tmp_path, max_steps=30, prompts_per_step=2, num_generations=8, learning_rate=5e-3,
+               beta=0.0, max_completion_length=8, temperature=1.0, save_steps=0)
+    hist = GRPOTrainer(cfg).train()
+    rewards = [h["reward"] for h in hist]
+    first, last = float(np.mean(rewards[:5])), float(np.mean(rewards[-5:]))
+    assert last - first >= 0.3, f"reward {first:.3f} -> {last:.3f}"
+
+
+def _params(model):
+    return {n: p.numpy().copy() for n, p in model.named_parameters()}
+
+
+def test_exact_resume(tiny, tmp_path):
+    kw = dict(save_steps=2, reward_funcs=["test_text_length", "test_digit_fraction"], lr_scheduler_type="cosine",
+              warmup_steps=1)
+    full = GRPOTrainer(_cfg(tiny, tmp_path / "full", max_steps=4, **kw))
+    full.train()
+    ref = _params(full.model)
+
+    first = GRPOTrainer(_cfg(tiny, tmp_path / "split", max_steps=4, **kw))
+    first.train(num_steps=2)  # stopped after the step-2 checkpoint, as by an interruption
+    resumed = GRPOTrainer(_cfg(tiny, tmp_path / "split", max_steps=4, resume_from_checkpoint="latest", **kw))
+    assert resumed.step == 2
+    resumed.train()
+    got = _params(resumed.model)
+    for n in ref:
+        np.testing.assert_array_equal(got[n], ref[n], err_msg=n)
+    assert [h["reward"] for h in resumed.history] == [h["reward"] for h in full.history]
+
+
+def test_checkpoints_atomic_and_pruned(tiny, tmp_path):
+    tr = GRPOTrainer(_cfg(tiny, tmp_path, max_steps=3, save_steps=1, save_total_limit=2))
+    tr.train()
+    names = sorted(os.path.basename(p) for p in glob.glob(str(tmp_path / "checkpoint-*")))
+    assert names == ["checkpoint-2", "checkpoint-3"]
+    assert not glob.glob(str(tmp_path / ".tmp-*"))
+    ckpt = tmp_path / "checkpoint-3"
+    assert {"optimizer.pdopt", "scheduler.pdopt", "rng.pdopt", "trainer_state.json", "model"} <= set(os.listdir(ckpt))
+    Processor.from_pretrained(str(ckpt / "model"))  # the saved policy is a usable checkpoint directory
+    from_pretrained(str(ckpt / "model"))
+
+
+def test_nonfinite_steps_are_skipped_then_stop(tiny, tmp_path, monkeypatch):
+    real = trainer_mod.grpo_loss
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        loss, metrics = real(*args, **kwargs)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] in (2, 4, 5, 6) else loss), metrics
+
+    monkeypatch.setattr(trainer_mod, "grpo_loss", flaky)
+    tr = GRPOTrainer(_cfg(tiny, tmp_path, max_steps=10, max_consecutive_nonfinite=3, reward_funcs=["test_text_length"]))
+    before = _params(tr.model)
+    with pytest.raises(NonFiniteError, match="3 consecutive"):
+        tr.train()
+    skipped = [h["skipped"] for h in tr.history]
+    assert skipped == [0.0, 1.0, 0.0, 1.0, 1.0]  # step 6 raised before being recorded
+    assert tr.nonfinite_total == 4
+    assert any(not np.array_equal(before[n], p.numpy()) for n, p in tr.model.named_parameters())
+
+
+def test_config_yaml_and_overrides(tmp_path):
+    for path in sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml"))):
+        GRPOConfig.load(path)  # every shipped recipe parses into the dataclass
+    y = tmp_path / "c.yaml"
+    y.write_text("num_generations: 4\nlearning_rate: 1.0e-5\nreward_funcs: [counting]\n")
+    cfg = GRPOConfig.load(str(y), ["learning_rate=2e-6", "freeze_vision=true", "output_dir=123"])
+    assert (cfg.num_generations, cfg.learning_rate, cfg.freeze_vision, cfg.output_dir) == (4, 2e-6, True, "123")
+    assert cfg.reward_weights == [1.0] and cfg.epsilon_high == cfg.epsilon_low
+    with pytest.raises(ValueError, match="unknown config field 'nope'"):
+        GRPOConfig.load(None, ["nope=1"])
+    with pytest.raises(ValueError, match="divisible"):
+        GRPOConfig(prompts_per_step=3, gradient_accumulation_steps=2)
