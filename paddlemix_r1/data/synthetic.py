@@ -6,12 +6,21 @@ A row is a dict:
     solution gold answer: int (counting), [x1, y1, x2, y2] in original pixels (rec), str (geoqa)
     task     "counting" | "rec" | "geoqa"
     id       stable identifier
+
+Every generator is a pure function of its arguments: the same seed gives the same rows and the
+same image bytes. ``write_jsonl_dataset`` stores rows as PNGs plus a VLM-R1-style JSONL that
+``readers.read_training_files`` reads back.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
+from collections.abc import Sequence
+
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 90, 220), "yellow": (230, 200, 40)}
 SHAPES = ("square", "circle", "triangle")
@@ -70,3 +79,140 @@ def rec_rows(n: int, seed: int = 0, size: tuple[int, int] = (140, 112), side: in
         rows.append({"id": f"rec/{seed}/{i}", "images": [img], "problem": f"Please provide the bounding box of {caption}.",
                      "normal_caption": caption, "solution": [float(v) for v in boxes[0]], "task": "rec"})
     return rows
+
+
+# Integer right triangles (leg, leg, hypotenuse); scaled copies are drawn from these.
+PYTHAGOREAN_TRIPLES = ((3, 4, 5), (5, 12, 13), (8, 15, 17), (7, 24, 25), (20, 21, 29))
+GEOMETRY_KINDS = ("angle", "hypotenuse")
+
+
+def _fit(points: list[tuple[float, float]], size: tuple[int, int], margin: int) -> list[tuple[float, float]]:
+    """Scale and centre math-frame points (y up) into image pixels (y down), aspect kept."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    w, h = size
+    scale = min((w - 2 * margin) / (max(xs) - min(xs)), (h - 2 * margin) / (max(ys) - min(ys)))
+    ox = (w - scale * (max(xs) - min(xs))) / 2 - scale * min(xs)
+    oy = (h - scale * (max(ys) - min(ys))) / 2 + scale * max(ys)
+    return [(ox + scale * x, oy - scale * y) for x, y in points]
+
+
+def _label(draw: ImageDraw.ImageDraw, at: tuple[float, float], text: str, font: ImageFont.ImageFont) -> None:
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    draw.text((at[0] - (right - left) / 2, at[1] - (bottom - top) / 2 - top), text, fill=(0, 0, 0), font=font)
+
+
+def _outward(vertex: tuple[float, float], centre: tuple[float, float], dist: float) -> tuple[float, float]:
+    dx, dy = vertex[0] - centre[0], vertex[1] - centre[1]
+    norm = math.hypot(dx, dy) or 1.0
+    return vertex[0] + dist * dx / norm, vertex[1] + dist * dy / norm
+
+
+def _toward(vertex: tuple[float, float], centre: tuple[float, float], dist: float) -> tuple[float, float]:
+    return _outward(vertex, centre, -dist)
+
+
+def _angle_figure(a: int, b: int, size: tuple[int, int]) -> Image.Image:
+    """Triangle ABC with base AB, angles A = a and B = b (degrees) drawn to scale and marked."""
+    c = 180 - a - b
+    ac = math.sin(math.radians(b)) / math.sin(math.radians(c))  # law of sines with AB = 1
+    pts = _fit([(0.0, 0.0), (1.0, 0.0), (ac * math.cos(math.radians(a)), ac * math.sin(math.radians(a)))], size, 18)
+    img = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    draw.polygon(pts, outline=(0, 0, 0))
+    centre = (sum(p[0] for p in pts) / 3, sum(p[1] for p in pts) / 3)
+    r = 12
+    ax, ay = pts[0]
+    bx, by = pts[1]
+    # PIL arcs run clockwise from the +x axis with y down: the interior angle at A spans [-a, 0], at B [180, 180+b].
+    draw.arc([ax - r, ay - r, ax + r, ay + r], -a, 0, fill=(200, 30, 30))
+    draw.arc([bx - r, by - r, bx + r, by + r], 180, 180 + b, fill=(200, 30, 30))
+    for name, p in zip("ABC", pts):
+        _label(draw, _outward(p, centre, 8), name, font)
+    _label(draw, _toward(pts[0], centre, 22), f"{a}°", font)
+    _label(draw, _toward(pts[1], centre, 22), f"{b}°", font)
+    return img
+
+
+def _right_figure(p: int, q: int, size: tuple[int, int]) -> Image.Image:
+    """Right triangle with the right angle at C, legs CA = p (horizontal) and CB = q, lengths marked."""
+    pts = _fit([(float(p), 0.0), (0.0, float(q)), (0.0, 0.0)], size, 18)  # A, B, C
+    img = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    draw.polygon(pts, outline=(0, 0, 0))
+    cx, cy = pts[2]
+    draw.line([(cx + 7, cy), (cx + 7, cy - 7), (cx, cy - 7)], fill=(0, 0, 0))  # right-angle mark
+    centre = (sum(x for x, _ in pts) / 3, sum(y for _, y in pts) / 3)
+    for name, pt in zip("ABC", pts):
+        _label(draw, _outward(pt, centre, 8), name, font)
+    _label(draw, ((pts[0][0] + cx) / 2, cy + 8), str(p), font)
+    _label(draw, (cx - 9, (pts[1][1] + cy) / 2), str(q), font)
+    return img
+
+
+def geometry_rows(n: int, seed: int = 0, size: tuple[int, int] = (168, 140),
+                  kinds: Sequence[str] = GEOMETRY_KINDS) -> list[dict]:
+    """Rendered triangles with a GeoQA-style question and a math_verify-checkable answer.
+
+    kinds: "angle" -- two marked angles of a triangle, asks for the third (answer "70°");
+           "hypotenuse" -- a right triangle with two marked legs from a Pythagorean triple, asks
+           for the hypotenuse (answer "13").
+    The question states the values, as GeoQA's do; the figure is drawn to scale and labelled.
+    """
+    unknown = sorted(set(kinds) - set(GEOMETRY_KINDS))
+    if unknown or not kinds:
+        raise ValueError(f"kinds must be a non-empty subset of {GEOMETRY_KINDS}, got {list(kinds)}")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        kind = kinds[int(rng.integers(len(kinds)))]
+        if kind == "angle":
+            a = 5 * int(rng.integers(5, 21))  # 25..100 degrees
+            b = 5 * int(rng.integers(5, (150 - a) // 5 + 1))  # leaves C >= 30 degrees
+            image = _angle_figure(a, b, size)
+            problem = (f"As shown in the figure, in triangle ABC, angle A = {a}° and angle B = {b}°. "
+                       "What is the measure of angle C?")
+            solution = f"{180 - a - b}°"
+        else:
+            legs = PYTHAGOREAN_TRIPLES[int(rng.integers(len(PYTHAGOREAN_TRIPLES)))]
+            k = int(rng.integers(1, 30 // legs[2] + 1))
+            p, q, hyp = (k * v for v in legs)
+            if rng.integers(2):
+                p, q = q, p
+            image = _right_figure(p, q, size)
+            problem = (f"As shown in the figure, in right triangle ABC, angle C = 90°, AC = {p} and BC = {q}. "
+                       "What is the length of AB?")
+            solution = str(hyp)
+        rows.append({"id": f"geoqa/{seed}/{i}", "images": [image], "problem": problem, "solution": solution,
+                     "task": "geoqa"})
+    return rows
+
+
+def write_jsonl_dataset(rows: Sequence[dict], out_dir: str, name: str) -> str:
+    """Save ``rows`` as PNGs under ``out_dir/images/<name>/`` and a VLM-R1 JSONL ``out_dir/<name>.jsonl``.
+
+    Each line is ``{"id", "image": path or [paths] relative to out_dir, "conversations": [human
+    "<image>...question", gpt solution]}`` plus the rows' extra fields (which must be JSON values).
+    Read it back with ``read_training_files([path], out_dir, task)``. Returns the JSONL path.
+    """
+    from paddlemix_r1.processing.image_processor import load_image
+
+    image_dir = os.path.join(out_dir, "images", name)
+    os.makedirs(image_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{name}.jsonl")
+    with open(path, "w", encoding="utf-8") as f:
+        for i, row in enumerate(rows):
+            relative = []
+            for k, image in enumerate(row["images"]):
+                rel = os.path.join("images", name, f"{i:06d}_{k}.png")
+                load_image(image).save(os.path.join(out_dir, rel), format="PNG")
+                relative.append(rel)
+            solution = row["solution"]
+            answer = solution if isinstance(solution, str) else json.dumps(solution)
+            extras = {k: v for k, v in row.items() if k not in ("id", "images", "problem", "solution", "task")}
+            record = {"id": str(row["id"]), "image": relative[0] if len(relative) == 1 else relative,
+                      "conversations": [{"from": "human", "value": "<image>" * len(relative) + row["problem"]},
+                                        {"from": "gpt", "value": answer}], **extras}
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path

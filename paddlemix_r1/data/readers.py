@@ -1,0 +1,660 @@
+"""Training-set readers: every supported format comes out in one row format.
+
+A row (the same as ``synthetic``'s)::
+
+    id        str, "<file stem>/<row id or 0-based index>"
+    images    list of image file paths (str), in the order the prompt shows them
+    problem   the raw question: no answer-format template, no "<image>" placeholders
+    solution  int (counting) | [x1, y1, x2, y2] floats in ORIGINAL pixels (rec) | str without
+              <answer> tags (geoqa)
+    task      "counting" | "rec" | "geoqa" (the ``task`` argument; files do not carry it)
+    ...       every other field of the source row ("normal_caption", "thinking", ...), passed to
+              the reward functions as columns. All rows returned by one call have the same keys; a
+              field some sources lack is None in their rows.
+
+Formats, told apart by content where the extension is ambiguous (``detect_format``):
+
+``yaml``    a data config listing files, as PaddleMIX / VLM-R1 write it::
+
+                datasets:
+                  - json_path: data/rec_jsons_processed/refcoco_train.json
+                    sampling_strategy: first:1000      # all | first:N | end:N | random:N | random:P%
+                    image_root: data/coco              # optional, overrides the image_root argument
+
+            Relative ``json_path`` are resolved against the working directory (as PaddleMIX's scripts
+            do), then against the YAML file's directory. Sampling is applied to the rows read from
+            that entry; ``random`` is seeded by ``seed``.
+``json``    a JSON list of row objects (e.g. rec_jsons_processed: ``image``, ``problem``,
+            ``solution``, ``normal_caption``); a ``.json`` file that starts with ``{`` is read as JSONL.
+``jsonl``   one row object per line.
+``parquet`` / ``arrow``   HF-datasets shards (R1-V's clevr_cogen_a_train, GEOQA_R1V_Train_8K):
+            ``image`` (or ``images``) as {"bytes", "path"} structs, ``problem``, ``solution``
+            ("<answer> 3 </answer>"). Read with pyarrow. An image given as a path instead of bytes is
+            relative to the image root, or to the shard's folder when the root is empty.
+``hf_dir``  a directory (a ``huggingface-cli download --local-dir`` or ``save_to_disk`` folder):
+            its ``*.parquet`` shards, or ``*.arrow`` shards if it has none; when file names or
+            folders mark splits, only the train split.
+
+The fields of a json / jsonl row decide how it is read (the first row decides for the whole file):
+``conversations`` -> VLM-R1 (``image``: one path or a list, relative to the file's image folder;
+problem = the first human turn without "<image>", solution = the first gpt turn);
+``question`` / ``ground_truth`` / ``image_path`` -> R1-V test prompts (SuperCLEVR, GeoQA);
+otherwise ``image`` (one path or a list), ``problem``, ``solution``.
+
+Several files and image folders may be given in one string separated by ':' (VLM-R1's
+``--data_file_paths a.jsonl:b.jsonl --image_folders A:B``). One image root serves every file;
+otherwise there must be one per file, paired in order. Image roots are ignored for images stored
+inside parquet / arrow shards.
+
+Images. Rows hold image PATHS, opened when a batch is built (``load_image``: EXIF orientation
+applied, RGB) -- the training sets hold tens of thousands of images, too many to keep decoded.
+At read time every image is checked (``check_images``): "open" (default) opens each distinct file
+and reads its header (missing files, non-images, broken headers); "decode" decodes it completely
+(also truncated data; slower). Images stored inside parquet / arrow shards are written once, byte
+for byte, to ``cache_dir`` (default ``$PADDLEMIX_R1_CACHE/images`` or
+``~/.cache/paddlemix_r1/images``; one folder per shard, keyed by its path, size and mtime) and the
+rows point at those files.
+
+Errors. A bad row -- a missing or malformed field, a missing or undecodable image, invalid JSON on
+a JSONL line -- raises ``DatasetError`` whose message starts with ``<file>:<line>`` (JSON / JSONL)
+or ``<file>:row <N>`` (parquet / arrow, N 0-based as in ``dataset[N]``). With ``skip_bad=True``
+such rows are left out instead; ``TrainingRows.skipped`` lists one message per row left out (the
+trainer prints their number) and a warning is logged. A file that cannot be read at all, or
+nothing left to train on, always raises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import random
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from paddlemix_r1.processing.image_processor import load_image
+from paddlemix_r1.rewards.counting import gold_count
+from paddlemix_r1.rewards.math_answer import gold_text
+from paddlemix_r1.rewards.rec import gold_box
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("counting", "rec", "geoqa")
+CORE_KEYS = ("id", "images", "problem", "solution", "task")
+CHECK_IMAGES = ("open", "decode")
+IMAGE_PLACEHOLDER = "<image>"
+
+
+class DatasetError(ValueError):
+    """A malformed data file or row; the message starts with ``<file>:<line>`` or ``<file>:row <N>``."""
+
+
+class TrainingRows(list):
+    """The rows read (a plain list of row dicts) and ``skipped``: one "<where>: <reason>" per row left out."""
+
+    def __init__(self, rows: Iterable[dict] = (), skipped: Iterable[str] = ()):
+        super().__init__(rows)
+        self.skipped: list[str] = list(skipped)
+
+
+# ----- small shared pieces (the eval readers can use them too) --------------------------------
+
+
+def join_image(image_root: str, relative: str) -> str:
+    """``image_root`` joined with a row's image path; "./x.png" and "x.png" give the same path."""
+    return os.path.normpath(os.path.join(image_root, relative))
+
+
+def split_paths(values: str | Sequence[str]) -> list[str]:
+    """Paths from a string or a list of strings, each possibly ':'-separated (VLM-R1's flags)."""
+    items = [values] if isinstance(values, str) else list(values)
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"paths must be strings, got {item!r}")
+        out.extend(item.split(":"))
+    return out
+
+
+def iter_json_list(text: str, path: str) -> Iterator[tuple[int, Any]]:
+    """(line, element) for each element of a top-level JSON list; line = where the element starts.
+
+    ``json.loads`` parses the same text but forgets the lines the error messages need.
+    """
+    decoder = json.JSONDecoder()
+    n = len(text)
+
+    def skip_ws(p: int) -> int:
+        while p < n and text[p] in " \t\r\n":
+            p += 1
+        return p
+
+    def line_of(p: int) -> int:
+        return text.count("\n", 0, p) + 1
+
+    pos = skip_ws(0)
+    if pos >= n or text[pos] != "[":
+        raise DatasetError(f"{path}:{line_of(pos)}: expected a JSON list of rows")
+    pos = skip_ws(pos + 1)
+    if pos < n and text[pos] == "]":
+        if skip_ws(pos + 1) != n:
+            raise DatasetError(f"{path}:{line_of(skip_ws(pos + 1))}: unexpected content after the JSON list")
+        return
+    line, counted = 1, 0
+    while True:
+        try:
+            element, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+        line += text.count("\n", counted, pos)  # counted incrementally: files have ~10^5 rows
+        counted = pos
+        yield line, element
+        pos = skip_ws(end)
+        if pos < n and text[pos] == ",":
+            pos = skip_ws(pos + 1)
+            continue
+        if pos < n and text[pos] == "]":
+            if skip_ws(pos + 1) != n:
+                raise DatasetError(f"{path}:{line_of(skip_ws(pos + 1))}: unexpected content after the JSON list")
+            return
+        raise DatasetError(f"{path}:{line_of(pos)}: expected ',' or ']' in the JSON list")
+
+
+def iter_jsonl(path: str) -> Iterator[tuple[int, Any]]:
+    """(line, parsed value or DatasetError) for each non-blank line of a JSON Lines file.
+
+    A line that is not valid JSON is yielded as a DatasetError (not raised), so that a caller that
+    skips bad rows can go on with the next line.
+    """
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield line_no, json.loads(line)
+            except json.JSONDecodeError as e:
+                yield line_no, DatasetError(f"{path}:{line_no}: invalid JSON: {e.msg}")
+
+
+def load_row_images(row: Mapping[str, Any]) -> list[Image.Image]:
+    """The row's images decoded as training sees them: EXIF orientation applied, RGB."""
+    return [load_image(image) for image in row["images"]]
+
+
+# ----- format detection -------------------------------------------------------------------------
+
+_PARQUET_MAGIC = b"PAR1"
+_ARROW_FILE_MAGIC = b"ARROW1"
+_ARROW_STREAM_MAGIC = b"\xff\xff\xff\xff"
+
+
+def detect_format(path: str) -> str:
+    """One of "yaml", "hf_dir", "parquet", "arrow", "json", "jsonl" (see the module docstring)."""
+    if os.path.isdir(path):
+        return "hf_dir"
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: data file not found")
+    ext = os.path.splitext(path)[1].lower()
+    if ext in (".yaml", ".yml"):
+        return "yaml"
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(_PARQUET_MAGIC):
+        return "parquet"
+    if head.startswith(_ARROW_FILE_MAGIC) or (ext == ".arrow" and head.startswith(_ARROW_STREAM_MAGIC)):
+        return "arrow"
+    first = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")[:1]
+    if first == "[":
+        return "json"
+    if first == "{":
+        return "jsonl"
+    if ext in (".parquet", ".arrow"):
+        raise DatasetError(f"{path}: not a {ext[1:]} file (its first bytes are {head[:8]!r})")
+    if not head.strip():
+        raise DatasetError(f"{path}:1: empty data file")
+    raise DatasetError(
+        f"{path}: unsupported data file (expected a yaml data config, JSON list, JSONL, parquet or arrow "
+        f"file, or a dataset directory)"
+    )
+
+
+# ----- row conversion ---------------------------------------------------------------------------
+
+
+def _gold_box_list(value: Any, where: str) -> list[float]:
+    box = [float(v) for v in gold_box(value, where=where)]
+    if not all(math.isfinite(v) for v in box):
+        raise ValueError(f"{where}: gold box must be finite, got {value!r}")
+    return box
+
+
+_SOLUTIONS: dict[str, Callable[..., Any]] = {"counting": gold_count, "rec": _gold_box_list, "geoqa": gold_text}
+
+
+def _solution(value: Any, task: str, where: str, field: str) -> Any:
+    try:
+        return _SOLUTIONS[task](value, where=f"{where}: field {field!r}")
+    except (TypeError, ValueError) as e:
+        raise DatasetError(str(e)) from None
+
+
+def _require(row: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in row or row[key] is None:
+        raise DatasetError(f"{where}: missing field {key!r} (fields: {sorted(row)})")
+    return row[key]
+
+
+def _require_text(row: Mapping[str, Any], key: str, where: str) -> str:
+    value = _require(row, key, where)
+    if not isinstance(value, str) or not value.strip():
+        raise DatasetError(f"{where}: field {key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _image_list(value: Any, where: str, key: str) -> list[Any]:
+    """One image reference or a non-empty list of them."""
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise DatasetError(f"{where}: field {key!r} is an empty list")
+    return values
+
+
+def _relative_paths(value: Any, where: str, key: str) -> list[str]:
+    paths = _image_list(value, where, key)
+    for p in paths:
+        if not isinstance(p, str) or not p.strip():
+            raise DatasetError(f"{where}: field {key!r} must be a path or a list of paths, got {value!r}")
+    return paths
+
+
+def _extras(row: Mapping[str, Any], used: Iterable[str]) -> dict[str, Any]:
+    drop = set(used) | set(CORE_KEYS)
+    return {k: v for k, v in row.items() if k not in drop}
+
+
+def _row_id(stem: str, row: Mapping[str, Any], index: int) -> str:
+    rid = row.get("id")
+    return f"{stem}/{rid}" if isinstance(rid, (str, int)) and not isinstance(rid, bool) else f"{stem}/{index}"
+
+
+def _from_problem_row(row: Mapping, where: str, task: str) -> tuple[list[str], str, Any, dict]:
+    images = _relative_paths(_require(row, "image", where), where, "image")
+    problem = _require_text(row, "problem", where)
+    solution = _solution(_require(row, "solution", where), task, where, "solution")
+    return images, problem, solution, _extras(row, ("image", "problem", "solution"))
+
+
+def _from_conversation_row(row: Mapping, where: str, task: str) -> tuple[list[str], str, Any, dict]:
+    images = _relative_paths(_require(row, "image", where), where, "image")
+    turns = _require(row, "conversations", where)
+    if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+        raise DatasetError(f"{where}: field 'conversations' must be a list of {{'from', 'value'}} objects")
+    human = [t for t in turns if t.get("from") == "human"]
+    gpt = [t for t in turns if t.get("from") == "gpt"]
+    if not human or not gpt:
+        raise DatasetError(f"{where}: field 'conversations' needs a 'human' and a 'gpt' turn, got {turns!r}")
+    question = human[0].get("value")
+    if not isinstance(question, str):
+        raise DatasetError(f"{where}: the first human turn's 'value' must be a string, got {question!r}")
+    placeholders = question.count(IMAGE_PLACEHOLDER)
+    if placeholders and placeholders != len(images):
+        raise DatasetError(f"{where}: the question has {placeholders} {IMAGE_PLACEHOLDER} placeholders "
+                           f"for {len(images)} images")
+    problem = question.replace(IMAGE_PLACEHOLDER, "").strip()
+    if not problem:
+        raise DatasetError(f"{where}: the first human turn has no question text")
+    answer = gpt[0].get("value")
+    if answer is None:
+        raise DatasetError(f"{where}: the first gpt turn has no 'value'")
+    solution = _solution(answer, task, where, "conversations[gpt].value")
+    return images, problem, solution, _extras(row, ("image", "conversations"))
+
+
+def _from_test_row(row: Mapping, where: str, task: str) -> tuple[list[str], str, Any, dict]:
+    images = _relative_paths(_require(row, "image_path", where), where, "image_path")
+    problem = _require_text(row, "question", where)
+    solution = _solution(_require(row, "ground_truth", where), task, where, "ground_truth")
+    return images, problem, solution, _extras(row, ("image_path", "question", "ground_truth"))
+
+
+def _row_schema(row: Any) -> Callable[..., tuple[list[str], str, Any, dict]]:
+    if isinstance(row, dict):
+        if "conversations" in row:
+            return _from_conversation_row
+        if {"question", "ground_truth", "image_path"} & set(row) and "problem" not in row:
+            return _from_test_row
+    return _from_problem_row
+
+
+# ----- image checks -----------------------------------------------------------------------------
+
+
+class _ImageChecker:
+    """Checks each distinct image file once (REC sets point many rows at one COCO image)."""
+
+    def __init__(self, mode: str):
+        if mode not in CHECK_IMAGES:
+            raise ValueError(f"check_images must be one of {CHECK_IMAGES}, got {mode!r}")
+        self.mode = mode
+        self._seen: dict[str, str | None] = {}
+
+    def check_path(self, path: str) -> str | None:
+        """None if the image is usable, else the reason it is not."""
+        if path not in self._seen:
+            self._seen[path] = self._check(path)
+        return self._seen[path]
+
+    def _check(self, path: str) -> str | None:
+        if not os.path.isfile(path):
+            return f"image file not found: {path}"
+        try:
+            if self.mode == "decode":
+                load_image(path)
+            else:
+                with Image.open(path):  # parses the header: format and size, no pixels
+                    pass
+        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+            return f"cannot decode image {path}: {e}"
+        return None
+
+    def check_bytes(self, data: bytes) -> str | None:
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                if self.mode == "decode":
+                    load_image(im)
+        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+            return f"cannot decode the image bytes: {e}"
+        return None
+
+
+# ----- readers per format -----------------------------------------------------------------------
+
+# A reader yields, per row, either a finished row dict or a DatasetError for a bad row.
+RowResult = dict | DatasetError
+
+
+def _read_json_rows(path: str, kind: str, root: str, task: str, checker: _ImageChecker) -> Iterator[RowResult]:
+    stem = Path(path).stem
+    if kind == "json":
+        with open(path, encoding="utf-8-sig") as f:
+            records: Iterable[tuple[int, Any]] = list(iter_json_list(f.read(), path))
+    else:
+        records = iter_jsonl(path)
+    convert = None
+    for index, (line, obj) in enumerate(records):
+        where = f"{path}:{line}"
+        if isinstance(obj, DatasetError):
+            yield obj
+            continue
+        if not isinstance(obj, dict):
+            yield DatasetError(f"{where}: row must be a JSON object, got {type(obj).__name__}")
+            continue
+        convert = convert or _row_schema(obj)
+        try:
+            rel_images, problem, solution, extras = convert(obj, where, task)
+        except DatasetError as e:
+            yield e
+            continue
+        images = [join_image(root, p) for p in rel_images]
+        bad = next((r for r in map(checker.check_path, images) if r is not None), None)
+        if bad is not None:
+            key = "image_path" if convert is _from_test_row else "image"
+            yield DatasetError(f"{where}: field {key!r}: {bad}")
+            continue
+        yield {"id": _row_id(stem, obj, index), "images": images, "problem": problem, "solution": solution,
+               "task": task, **extras}
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("PADDLEMIX_R1_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "paddlemix_r1")
+    return os.path.join(base, "images")
+
+
+def _shard_cache_dir(path: str, cache_dir: str) -> str:
+    st = os.stat(path)
+    key = hashlib.sha256(f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    return os.path.join(cache_dir, f"{Path(path).stem}-{key}")
+
+
+_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp", "TIFF": ".tif"}
+
+
+def _write_image_bytes(data: bytes, folder: str, name: str) -> str:
+    """Write ``data`` to ``folder/name.<ext>`` unless an identical-size file is there (atomic)."""
+    with Image.open(io.BytesIO(data)) as im:
+        ext = _EXTENSIONS.get(im.format or "", ".img")
+    target = os.path.join(folder, name + ext)
+    if os.path.isfile(target) and os.path.getsize(target) == len(data):
+        return target
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{target}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, target)
+    return target
+
+
+def _iter_table_rows(path: str, kind: str) -> Iterator[dict]:
+    """Row dicts of a parquet file or an arrow (IPC file or stream) shard, batch by batch."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise DatasetError(f"{path}: reading {kind} files needs pyarrow (pip install pyarrow)") from e
+    try:
+        if kind == "parquet":
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
+                yield from batch.to_pylist()
+            return
+        with pa.memory_map(path) as source:
+            magic = source.read(6)
+            source.seek(0)
+            reader = pa.ipc.open_file(source) if magic == _ARROW_FILE_MAGIC else pa.ipc.open_stream(source)
+            if isinstance(reader, pa.ipc.RecordBatchFileReader):
+                for i in range(reader.num_record_batches):
+                    yield from reader.get_batch(i).to_pylist()
+            else:
+                for batch in reader:
+                    yield from batch.to_pylist()
+    except (pa.ArrowException, OSError) as e:
+        raise DatasetError(f"{path}: cannot read the {kind} file: {e}") from None
+
+
+def _read_table_rows(path: str, kind: str, root: str, task: str, checker: _ImageChecker,
+                     cache_dir: str) -> Iterator[RowResult]:
+    stem = Path(path).stem
+    folder = _shard_cache_dir(path, cache_dir)
+    for index, obj in enumerate(_iter_table_rows(path, kind)):
+        where = f"{path}:row {index}"
+        key = "images" if obj.get("images") is not None else "image"
+        try:
+            refs = _image_list(_require(obj, key, where), where, key)
+            problem = _require_text(obj, "problem", where)
+            solution = _solution(_require(obj, "solution", where), task, where, "solution")
+        except DatasetError as e:
+            yield e
+            continue
+        images, bad = [], None
+        for k, ref in enumerate(refs):
+            data, rel = (ref.get("bytes"), ref.get("path")) if isinstance(ref, dict) else (None, None)
+            if isinstance(ref, (bytes, bytearray)):
+                data = bytes(ref)
+            elif isinstance(ref, str):
+                rel = ref
+            if data:
+                bad = checker.check_bytes(data)
+                if bad is None:
+                    images.append(_write_image_bytes(data, folder, f"{index:08d}" + (f"_{k}" if k else "")))
+            elif isinstance(rel, str) and rel:
+                images.append(join_image(root or os.path.dirname(path), rel))
+                bad = checker.check_path(images[-1])
+            else:
+                bad = f"no image bytes or path in {str(ref)[:80]!r}"
+            if bad is not None:
+                break
+        if bad is not None:
+            yield DatasetError(f"{where}: field {key!r}: {bad}")
+            continue
+        yield {"id": _row_id(stem, obj, index), "images": images, "problem": problem, "solution": solution,
+               "task": task, **_extras(obj, (key, "problem", "solution"))}
+
+
+_SPLIT_WORDS = {"train": "train", "test": "test", "validation": "validation", "val": "validation", "dev": "validation"}
+
+
+def _split_of(relative: Path) -> str | None:
+    tokens = [t for part in relative.parts for t in re.split(r"[-_.]", part.lower())]
+    return next((_SPLIT_WORDS[t] for t in tokens if t in _SPLIT_WORDS), None)
+
+
+def dataset_dir_files(folder: str) -> list[str]:
+    """The shards a dataset directory is read from: parquet (else arrow), the train split if marked."""
+    base = Path(folder)
+    for pattern in ("*.parquet", "*.arrow"):
+        found = sorted(p for p in base.rglob(pattern)
+                       if not any(part.startswith(".") for part in p.relative_to(base).parts))
+        if found:
+            train = [p for p in found if _split_of(p.relative_to(base)) == "train"]
+            return [str(p) for p in (train or found)]
+    raise DatasetError(f"{folder}: no *.parquet or *.arrow files in the dataset directory")
+
+
+def _sample(rows: list[dict], strategy: str, where: str, seed: int) -> list[dict]:
+    """PaddleMIX's sampling_strategy: all | first:N | end:N | random:N | random:P%."""
+    if strategy == "all":
+        return rows
+    name, _, amount = strategy.partition(":")
+    if name not in ("first", "end", "random") or not amount:
+        raise DatasetError(f"{where}: sampling_strategy must be all, first:N, end:N or random:N[%], got {strategy!r}")
+    try:
+        number = math.ceil(float(amount[:-1]) * len(rows) / 100) if amount.endswith("%") else int(amount)
+    except ValueError:
+        raise DatasetError(f"{where}: sampling_strategy {strategy!r}: {amount!r} is not a number") from None
+    if number < 0:
+        raise DatasetError(f"{where}: sampling_strategy {strategy!r} is negative")
+    if name == "first":
+        return rows[:number]
+    if name == "end":
+        return rows[len(rows) - number:] if number else []
+    shuffled = list(rows)
+    random.Random(seed).shuffle(shuffled)
+    return shuffled[:number]
+
+
+def _yaml_entries(path: str, root: str) -> list[tuple[str, str, str, str]]:
+    """(data file, image root, sampling strategy, where) per entry of a data-config YAML."""
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        try:
+            config = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise DatasetError(f"{path}: invalid YAML: {e}") from None
+    entries = config.get("datasets") if isinstance(config, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise DatasetError(f"{path}: expected a 'datasets:' list of {{json_path: ...}} entries")
+    out = []
+    for i, entry in enumerate(entries):
+        where = f"{path}: datasets[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("json_path"), str):
+            raise DatasetError(f"{where}: each entry needs a 'json_path' string, got {entry!r}")
+        file = entry["json_path"]
+        if not os.path.isabs(file) and not os.path.exists(file):
+            beside = os.path.join(os.path.dirname(path), file)
+            if not os.path.exists(beside):
+                raise DatasetError(f"{where}: data file {file!r} not found (looked in {os.getcwd()} and "
+                                   f"{os.path.dirname(path) or '.'})")
+            file = beside
+        entry_root = entry.get("image_root", root)
+        strategy = entry.get("sampling_strategy", "all")
+        if not isinstance(entry_root, str) or not isinstance(strategy, str):
+            raise DatasetError(f"{where}: 'image_root' and 'sampling_strategy' must be strings")
+        out.append((file, entry_root, strategy, where))
+    return out
+
+
+def _read_one(path: str, root: str, task: str, checker: _ImageChecker, cache_dir: str,
+              seed: int, skipped: list[str], skip_bad: bool) -> list[dict]:
+    kind = detect_format(path)
+    if kind == "yaml":
+        rows = []
+        for file, entry_root, strategy, where in _yaml_entries(path, root):
+            if detect_format(file) == "yaml":
+                raise DatasetError(f"{where}: a data config cannot list another data config ({file})")
+            part = _read_one(file, entry_root, task, checker, cache_dir, seed, skipped, skip_bad)
+            rows.extend(_sample(part, strategy, where, seed))
+        return rows
+    if kind == "hf_dir":
+        rows = []
+        for shard in dataset_dir_files(path):
+            rows.extend(_read_one(shard, root, task, checker, cache_dir, seed, skipped, skip_bad))
+        return rows
+    if kind in ("json", "jsonl"):
+        results: Iterable[RowResult] = _read_json_rows(path, kind, root, task, checker)
+    else:
+        results = _read_table_rows(path, kind, root, task, checker, cache_dir)
+    rows = []
+    for result in results:
+        if isinstance(result, DatasetError):
+            if not skip_bad:
+                raise result
+            skipped.append(str(result))
+        else:
+            rows.append(result)
+    return rows
+
+
+def read_training_files(
+    files: str | Sequence[str],
+    image_root: str | Sequence[str],
+    task: str,
+    skip_bad: bool = False,
+    *,
+    check_images: str = "open",
+    cache_dir: str | None = None,
+    seed: int = 0,
+) -> TrainingRows:
+    """Read training rows from ``files`` (see the module docstring for formats and the row format).
+
+    files:        data files / dataset directories / data-config YAMLs; each entry may hold several
+                  paths separated by ':'.
+    image_root:   the folder image paths are relative to: one for all files, or one per file
+                  (a list or a ':'-separated string, paired with ``files`` in order).
+    task:         "counting" | "rec" | "geoqa": how ``solution`` is parsed and the rows' ``task``.
+    skip_bad:     leave bad rows out (listed in the result's ``skipped``) instead of raising.
+    check_images: "open" (read each image's header) or "decode" (decode every image fully).
+    cache_dir:    where images stored inside parquet / arrow shards are written.
+    seed:         seed of YAML ``random:`` sampling.
+
+    Raises DatasetError (``<file>:<line>: ...``) for a bad row unless ``skip_bad``, and always for
+    an unreadable file or when no row is left.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    paths = [p for p in split_paths(files) if p]
+    if not paths:
+        raise ValueError("no training files given")
+    roots = split_paths(image_root)
+    if len(roots) != 1 and len(roots) != len(paths):
+        raise ValueError(f"got {len(paths)} data files but {len(roots)} image roots: give one root, or one per file")
+    roots = roots * len(paths) if len(roots) == 1 else roots
+    checker = _ImageChecker(check_images)
+    cache = cache_dir if cache_dir is not None else _default_cache_dir()
+    rows: list[dict] = []
+    skipped: list[str] = []
+    for path, root in zip(paths, roots):
+        rows.extend(_read_one(path, root, task, checker, cache, seed, skipped, skip_bad))
+    if skipped:
+        logger.warning("skipped %d bad row(s) in %s; first: %s", len(skipped), ", ".join(paths), skipped[0])
+    if not rows:
+        raise DatasetError(f"no usable rows in {', '.join(paths)}" + (f" ({len(skipped)} skipped)" if skipped else ""))
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    uniform = [{k: row.get(k) for k in keys} for row in rows]
+    return TrainingRows(uniform, skipped)
