@@ -173,7 +173,7 @@ def iter_jsonl(path: str) -> Iterator[tuple[int, Any]]:
     A line that is not valid JSON is yielded as a DatasetError (not raised), so that a caller that
     skips bad rows can go on with the next line.
     """
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
