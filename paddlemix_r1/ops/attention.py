@@ -45,10 +45,14 @@ def attention_eager(
     # Scale the queries, not the (larger) score matrix.
     qt = (q * scale).reshape([b, lq, nkv, g, hd]).transpose([0, 2, 3, 1, 4]).reshape([b, nkv, g * lq, hd])  # (B, nkv, g*Lq, hd)
     with paddle.amp.auto_cast(enable=False):
-        scores = paddle.matmul(qt, k, transpose_y=True).astype("float32")  # (B, nkv, g*Lq, Lk)
+        scores = paddle.matmul(qt, k, transpose_y=True)  # (B, nkv, g*Lq, Lk)
+        if scores.dtype != paddle.float32:
+            scores = scores.astype("float32")
         if mask is not None:
             scores = (scores.reshape([b, nkv, g, lq, lk]) + mask.unsqueeze(1)).reshape([b, nkv, g * lq, lk])
-        probs = F.softmax(scores, axis=-1).astype(q.dtype)
+        probs = F.softmax(scores, axis=-1)
+        if probs.dtype != q.dtype:
+            probs = probs.astype(q.dtype)
     out = paddle.matmul(probs, v)  # (B, nkv, g*Lq, hd)
     return out.reshape([b, nkv, g, lq, hd]).transpose([0, 3, 1, 2, 4]).reshape([b, lq, nh, hd])
 

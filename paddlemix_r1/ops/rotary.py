@@ -50,22 +50,41 @@ def vision_cos_sin(hw_ids: paddle.Tensor, inv_freq_: paddle.Tensor) -> tuple[pad
         return emb.cos(), emb.sin()
 
 
-def _rotate_half(x: paddle.Tensor) -> paddle.Tensor:
-    x1, x2 = x.chunk(2, axis=-1)
-    return paddle.concat([-x2, x1], axis=-1)
+_ROTATE_HALF: dict[int, paddle.Tensor] = {}
+
+
+def rotate_half_matrix(dim: int) -> paddle.Tensor:
+    """R (dim, dim) with x @ R == rotate_half(x) = [-x2, x1]: a signed permutation, so the product is
+    exact in fp32. One matmul replaces chunk/neg/concat (the decode step is op-count bound on CPU)."""
+    r = _ROTATE_HALF.get(dim)
+    if r is None:
+        half = dim // 2
+        m = np.zeros((dim, dim), dtype="float32")
+        m[np.arange(half) + half, np.arange(half)] = -1.0  # out[:half] = -x[half:]
+        m[np.arange(half), np.arange(half) + half] = 1.0  # out[half:] = x[:half]
+        r = _ROTATE_HALF[dim] = paddle.to_tensor(m)
+    return r
 
 
 @register("rotary", "eager")
 def apply_rotary_eager(
     q: paddle.Tensor, k: paddle.Tensor, cos: paddle.Tensor, sin: paddle.Tensor
 ) -> tuple[paddle.Tensor, paddle.Tensor]:
-    """q: (B, L, nh, hd), k: (B, L, nkv, hd), cos/sin: (B, L, hd) fp32. Rotation in fp32."""
+    """q: (B, L, nh, hd), k: (B, L, nkv, hd), cos/sin: (B, L, hd) fp32. Rotation in fp32.
+
+    q and k are rotated together (one concat along heads) with rotate_half as a matmul.
+    """
+    nh = q.shape[2]
     with paddle.amp.auto_cast(enable=False):
         c, s = cos.unsqueeze(2), sin.unsqueeze(2)  # (B, L, 1, hd)
-        qf, kf = q.astype("float32"), k.astype("float32")
-        q_out = qf * c + _rotate_half(qf) * s
-        k_out = kf * c + _rotate_half(kf) * s
-    return q_out.astype(q.dtype), k_out.astype(k.dtype)
+        qk = paddle.concat([q, k], axis=2)  # (B, L, nh + nkv, hd)
+        if qk.dtype != paddle.float32:
+            qk = qk.astype("float32")
+        out = qk * c + paddle.matmul(qk, rotate_half_matrix(qk.shape[-1])) * s
+        q_out, k_out = out[:, :, :nh], out[:, :, nh:]
+    if q.dtype != paddle.float32:
+        q_out, k_out = q_out.astype(q.dtype), k_out.astype(k.dtype)
+    return q_out, k_out
 
 
 @register("rotary", "fused")

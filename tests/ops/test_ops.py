@@ -1,0 +1,131 @@
+"""ops: eager implementations against plain formulas, the device dispatch, and GPU kernels where
+CUDA Paddle exists (skipped with the reason elsewhere)."""
+
+from __future__ import annotations
+
+import numpy as np
+import paddle
+import pytest
+
+from paddlemix_r1 import ops
+from paddlemix_r1.ops import dispatch
+from paddlemix_r1.ops.rotary import rotate_half_matrix
+
+HAS_GPU = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+gpu = pytest.mark.skipif(not HAS_GPU, reason="needs CUDA Paddle and a GPU (this build: "
+                         f"compiled_with_cuda={paddle.is_compiled_with_cuda()})")
+rng = np.random.default_rng(0)
+
+
+def t(*shape):
+    return paddle.to_tensor(rng.standard_normal(shape).astype("float32"))
+
+
+def test_cpu_uses_eager_everywhere():
+    if ops.device_kind() == "cpu":
+        for op in ("rms_norm", "rotary", "attention", "varlen_attention", "swiglu", "log_softmax"):
+            assert ops.implementation(op) == "eager", op
+
+
+def test_override_pins_and_restores():
+    before = ops.implementation("swiglu")
+    with ops.override(swiglu="fused"):
+        assert ops.implementation("swiglu") == "fused"
+        g, u = t(4, 8), t(4, 8)
+        np.testing.assert_allclose(ops.swiglu(g, u).numpy(), (paddle.nn.functional.silu(g) * u).numpy(), atol=1e-6)
+    assert ops.implementation("swiglu") == before
+    with pytest.raises(KeyError, match="no implementation"):
+        with ops.override(swiglu="nope"):
+            pass
+
+
+def test_rms_norm_formula():
+    x, w = t(3, 5, 16), t(16)
+    ref = w.numpy() * x.numpy() / np.sqrt((x.numpy() ** 2).mean(-1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(ops.rms_norm(x, w, 1e-6).numpy(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_rotate_half_matrix_is_exact():
+    x = t(2, 3, 4, 16)
+    x1, x2 = x.numpy()[..., :8], x.numpy()[..., 8:]
+    np.testing.assert_array_equal(paddle.matmul(x, rotate_half_matrix(16)).numpy(), np.concatenate([-x2, x1], -1))
+
+
+def test_rotary_formula():
+    q, k, cos, sin = t(2, 5, 4, 16), t(2, 5, 2, 16), t(2, 5, 16), t(2, 5, 16)
+
+    def rot(x):
+        return np.concatenate([-x[..., 8:], x[..., :8]], -1)
+
+    qo, ko = ops.apply_rotary(q, k, cos, sin)
+    c, s = cos.numpy()[:, :, None], sin.numpy()[:, :, None]
+    np.testing.assert_allclose(qo.numpy(), q.numpy() * c + rot(q.numpy()) * s, atol=1e-6)
+    np.testing.assert_allclose(ko.numpy(), k.numpy() * c + rot(k.numpy()) * s, atol=1e-6)
+
+
+def _naive_attention(q, k, v, allowed):
+    """q (B, Lq, nh, hd), k/v (B, nkv, Lk, hd), allowed (B, Lq, Lk) bool."""
+    g = q.shape[2] // k.shape[1]
+    k = np.repeat(k, g, axis=1)
+    v = np.repeat(v, g, axis=1)
+    s = np.einsum("blhd,bhkd->bhlk", q, k) / np.sqrt(q.shape[-1])
+    s = np.where(allowed[:, None], s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return np.einsum("bhlk,bhkd->blhd", p, v)
+
+
+def test_causal_padding_attention_gqa():
+    b, lq, lk, nh, nkv, hd = 2, 3, 7, 4, 2, 8
+    q, k, v = t(b, lq, nh, hd), t(b, nkv, lk, hd), t(b, nkv, lk, hd)
+    am = paddle.to_tensor(np.array([[0, 0, 1, 1, 1, 1, 1], [1] * 7]))
+    mask = ops.causal_padding_mask(am, lq)
+    out = ops.attention(q, k, v, mask, hd**-0.5)
+    qpos = np.arange(lk - lq, lk)[:, None]
+    allowed = (np.arange(lk)[None] <= qpos)[None] & am.numpy().astype(bool)[:, None, :]
+    np.testing.assert_allclose(out.numpy(), _naive_attention(q.numpy(), k.numpy(), v.numpy(), allowed), atol=1e-5)
+
+
+def test_varlen_attention_is_block_diagonal():
+    cu = np.array([0, 5, 6, 14])
+    n, nh, hd = 14, 2, 8
+    q, k, v = t(n, nh, hd), t(n, nh, hd), t(n, nh, hd)
+    out = ops.varlen_attention(q, k, v, cu, hd**-0.5).numpy()
+    seg = np.repeat(np.arange(3), np.diff(cu))
+    allowed = (seg[:, None] == seg[None, :])[None]
+    ref = _naive_attention(q.numpy()[None], k.numpy().transpose(1, 0, 2)[None], v.numpy().transpose(1, 0, 2)[None],
+                           allowed)[0]
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def test_log_softmax_matches_formula():
+    x = t(4, 300) * 5
+    ref = x.numpy() - np.log(np.exp(x.numpy() - x.numpy().max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+        - x.numpy().max(-1, keepdims=True)
+    np.testing.assert_allclose(ops.log_softmax(x).numpy(), ref, atol=1e-5)
+
+
+def test_registry_has_eager_reference_for_every_fused_kernel():
+    for op, impls in dispatch._REGISTRY.items():
+        assert "eager" in impls, f"{op} has no eager reference"
+
+
+@gpu
+@pytest.mark.parametrize("op", ["rms_norm", "rotary", "attention", "varlen_attention", "swiglu", "log_softmax"])
+def test_fused_matches_eager_on_gpu(op):
+    paddle.set_device("gpu")
+    dispatch.reset()
+    args = {
+        "rms_norm": lambda: (t(4, 64), t(64), 1e-6),
+        "rotary": lambda: (t(2, 5, 4, 16), t(2, 5, 2, 16), t(2, 5, 16), t(2, 5, 16)),
+        "attention": lambda: (t(2, 6, 4, 16), t(2, 2, 6, 16), t(2, 2, 6, 16), None, 0.25),
+        "varlen_attention": lambda: (t(14, 2, 16), t(14, 2, 16), t(14, 2, 16), np.array([0, 5, 14]), 0.25),
+        "swiglu": lambda: (t(4, 32), t(4, 32)),
+        "log_softmax": lambda: (t(4, 100), -1),
+    }[op]()
+    impls = dispatch._REGISTRY[op]
+    ref, got = impls["eager"](*args), impls["fused"](*args)
+    ref = ref if isinstance(ref, (tuple, list)) else [ref]
+    got = got if isinstance(got, (tuple, list)) else [got]
+    for r, g in zip(ref, got):
+        np.testing.assert_allclose(g.astype("float32").numpy(), r.astype("float32").numpy(), atol=2e-3)
