@@ -17,6 +17,7 @@ setup(
         "math-verify",
         "visualdl",
         "tqdm",
+        "pyarrow",
     ],
     extras_require={
         "test": [

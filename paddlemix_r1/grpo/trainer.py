@@ -299,6 +299,9 @@ class GRPOTrainer:
                 self.save()
         if bar is not None:
             bar.close()
+        skipped = getattr(self.dataset, "skipped", [])
+        if skipped:
+            print(f"skipped {len(skipped)} bad training rows (first: {skipped[0]})")
         if not cfg.save_steps or self.step % cfg.save_steps:
             self.save()
         if self._writer is not None:
