@@ -17,20 +17,16 @@ unreadable image is a per-sample error the evaluator records and counts (see ``e
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from paddlemix_r1.data.readers import DatasetError, iter_json_list, iter_jsonl, join_image
 from paddlemix_r1.rewards.counting import gold_count
 from paddlemix_r1.rewards.math_answer import gold_text
 from paddlemix_r1.rewards.rec import gold_box
-
-
-class DatasetError(ValueError):
-    """A malformed evaluation file or row; the message starts with ``<file>:<line>``."""
 
 
 @dataclass(frozen=True)
@@ -59,11 +55,6 @@ def _dataset_name(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def _join_image(image_root: str, relative: str) -> str:
-    # R1-V's prompt files write "./images/x.png"; normpath drops the "./" the anchors stripped by hand.
-    return os.path.normpath(os.path.join(image_root, relative))
-
-
 def _require_str(row: Mapping[str, Any], key: str, where: str) -> str:
     if key not in row:
         raise DatasetError(f"{where}: missing field {key!r} (fields: {sorted(row)})")
@@ -73,56 +64,13 @@ def _require_str(row: Mapping[str, Any], key: str, where: str) -> str:
     return value
 
 
-def _iter_json_list(text: str, path: str) -> Iterator[tuple[int, Any]]:
-    """(line, element) for each element of a top-level JSON list, with the line it starts on.
-
-    ``json.load`` would parse the file just as well but lose the line numbers the errors need.
-    """
-    decoder = json.JSONDecoder()
-    ws = " \t\r\n"
-    pos, line, counted_to = 0, 1, 0
-
-    def line_at(p: int) -> int:
-        nonlocal line, counted_to
-        line += text.count("\n", counted_to, p)
-        counted_to = p
-        return line
-
-    def skip(p: int) -> int:
-        while p < len(text) and text[p] in ws:
-            p += 1
-        return p
-
-    pos = skip(pos)
-    if pos >= len(text) or text[pos] != "[":
-        raise DatasetError(f"{path}:{line_at(min(pos, len(text)))}: expected a JSON list of rows")
-    pos = skip(pos + 1)
-    if pos < len(text) and text[pos] == "]":
-        return
-    while True:
-        try:
-            element, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
-        yield line_at(pos), element
-        pos = skip(end)
-        if pos < len(text) and text[pos] == ",":
-            pos = skip(pos + 1)
-            continue
-        if pos < len(text) and text[pos] == "]":
-            if skip(pos + 1) != len(text):
-                raise DatasetError(f"{path}:{line_at(skip(pos + 1))}: unexpected content after the JSON list")
-            return
-        raise DatasetError(f"{path}:{line_at(min(pos, len(text)))}: expected ',' or ']' in the JSON list")
-
-
 def read_rec_json(path: str, image_root: str) -> list[EvalRow]:
     """Rows of a REC json file (a JSON list; see the module docstring)."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
     name = _dataset_name(path)
     rows = []
-    for index, (line, row) in enumerate(_iter_json_list(text, path)):
+    for index, (line, row) in enumerate(iter_json_list(text, path)):
         where = f"{path}:{line}"
         if not isinstance(row, dict):
             raise DatasetError(f"{where}: row must be a JSON object, got {type(row).__name__}")
@@ -137,22 +85,18 @@ def read_rec_json(path: str, image_root: str) -> list[EvalRow]:
         caption = row.get("normal_caption")
         if caption is not None and not isinstance(caption, str):
             raise DatasetError(f"{where}: field 'normal_caption' must be a string, got {caption!r}")
-        rows.append(EvalRow(f"{name}/{index}", _join_image(image_root, image), question, solution, where, caption, row))
+        rows.append(EvalRow(f"{name}/{index}", join_image(image_root, image), question, solution, where, caption, row))
     return rows
 
 
 def _read_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DatasetError(f"{path}:{line_no}: invalid JSON: {e.msg}") from None
-            if not isinstance(row, dict):
-                raise DatasetError(f"{path}:{line_no}: row must be a JSON object, got {type(row).__name__}")
-            yield line_no, row
+    """Rows of a JSON Lines file; the first malformed line raises (evaluation never skips rows)."""
+    for line_no, row in iter_jsonl(path):
+        if isinstance(row, DatasetError):
+            raise row
+        if not isinstance(row, dict):
+            raise DatasetError(f"{path}:{line_no}: row must be a JSON object, got {type(row).__name__}")
+        yield line_no, row
 
 
 def _read_r1v_jsonl(path: str, image_root: str, check_gold: Any) -> list[EvalRow]:
@@ -169,7 +113,7 @@ def _read_r1v_jsonl(path: str, image_root: str, check_gold: Any) -> list[EvalRow
         except (TypeError, ValueError) as e:
             raise DatasetError(str(e)) from None
         rows.append(
-            EvalRow(f"{name}/{index}", _join_image(image_root, image), question, row["ground_truth"], where, None, row)
+            EvalRow(f"{name}/{index}", join_image(image_root, image), question, row["ground_truth"], where, None, row)
         )
     return rows
 
