@@ -3,6 +3,7 @@
     paddlemix-r1 generate [--model_path D] [--image I] [--prompt P]   # look at what a checkpoint answers
     paddlemix-r1 tiny-checkpoint --out D [--family qwen2_5_vl]         # build a tiny random checkpoint
     paddlemix-r1 train --config configs/tiny_cpu.yaml [key=value ...]  # GRPO training
+    paddlemix-r1 demo [--output_dir D] [--smoke]                       # the whole pipeline on CPU, minutes
 """
 
 from __future__ import annotations
@@ -83,6 +84,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from paddlemix_r1.demo import DemoSettings, run_demo
+
+    run_demo(args.output_dir, DemoSettings.smoke() if args.smoke else DemoSettings())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="paddlemix-r1", description="GRPO for Qwen2-VL / Qwen2.5-VL in PaddlePaddle")
     sub = p.add_subparsers(dest="command", required=True)
@@ -105,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", help="YAML file with GRPOConfig fields (see configs/)")
     tr.add_argument("overrides", nargs="*", help="key=value overrides, e.g. learning_rate=1e-6 max_steps=100")
     tr.set_defaults(fn=cmd_train)
+
+    d = sub.add_parser("demo", help="tiny model + synthetic counting: SFT warm-up, GRPO, evaluation (CPU, no downloads)")
+    d.add_argument("--output_dir", default=os.path.join("outputs", "demo"))
+    d.add_argument("--smoke", action="store_true", help="a short run (CI)")
+    d.set_defaults(fn=cmd_demo)
 
     t = sub.add_parser("tiny-checkpoint", help="build a tiny random checkpoint (no downloads)")
     t.add_argument("--out", required=True)

@@ -1,7 +1,8 @@
 """The CPU demo: the whole pipeline learning on a synthetic counting task, from nothing, in minutes.
 
 1. build a tiny Qwen2.5-VL (random weights) with a real tokenizer and chat template;
-2. generate synthetic counting images (1-5 shapes, one per 28-px cell) for training and testing;
+2. generate synthetic counting images (1-3 red squares on a 3 x 3 grid of 28-px cells, so each cell is
+   one merged vision token) for training and testing;
 3. evaluate with the real evaluator (eval/test_r1-v.py's code path) -> "initial";
 4. supervised warm-up that teaches the answer FORMAT only: the targets carry a random count, so
    the warm-up cannot teach counting;
@@ -24,6 +25,8 @@ from paddlemix_r1.data.synthetic import counting_rows
 from paddlemix_r1.eval.prompts import get_prompt
 
 TEST_NAME = "synthetic_counting_test"
+MAX_COUNT = 3
+IMAGE = 84
 
 
 @dataclass
@@ -107,10 +110,11 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None) -> dict:
 
     base = os.path.join(output_dir, "base-model")
     build_tiny_checkpoint(base, family="qwen2_5_vl", seed=s.seed, hidden=128, layers=2, vision_dim=64,
-                          vision_depth=2, max_pixels=112 * 112)
-    train = counting_rows(s.train_rows, seed=s.seed + 1)
+                          vision_depth=2, max_pixels=IMAGE * IMAGE)
+    task = dict(max_count=MAX_COUNT, size=(IMAGE, IMAGE), shapes=("square",), colors=("red",))
+    train = counting_rows(s.train_rows, seed=s.seed + 1, **task)
     data_dir = os.path.join(output_dir, "data")
-    _write_test_set(counting_rows(s.test_rows, seed=s.seed + 2), data_dir)
+    _write_test_set(counting_rows(s.test_rows, seed=s.seed + 2, **task), data_dir)
 
     print(f"[demo] evaluating the random model on {s.test_rows} test images")
     initial = _evaluate(base, data_dir, output_dir, "initial")
@@ -124,7 +128,7 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None) -> dict:
                                                                   "text": template.format(Question=r["problem"])}]}]
 
     def answer(r, rng):
-        return f"<think>I count.</think><answer>{int(rng.integers(1, 6))}</answer>"
+        return f"<think>I count.</think><answer>{int(rng.integers(1, MAX_COUNT + 1))}</answer>"
 
     sft_losses = run_sft(model, proc, train, conversation, answer, steps=s.sft_steps, batch_size=8,
                          learning_rate=3e-3, seed=s.seed)

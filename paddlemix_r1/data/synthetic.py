@@ -46,16 +46,21 @@ def _place(rng: np.random.Generator, n: int, size: tuple[int, int], side: int) -
 
 
 def counting_rows(n: int, seed: int = 0, max_count: int = 5, size: tuple[int, int] = (112, 112),
-                  side: int = 28) -> list[dict]:
-    """Images with k in [1, max_count] shapes; question "How many shapes are in the image?"."""
+                  side: int = 28, shapes: tuple[str, ...] = SHAPES, colors: tuple[str, ...] | None = None) -> list[dict]:
+    """Images with k in [1, max_count] shapes; question "How many shapes are in the image?".
+
+    ``shapes`` / ``colors`` narrow the variety (e.g. red squares only: every 28-px cell, one merged
+    vision token, is then either empty or full — the easiest counting there is, for the CPU demo).
+    """
     rng = np.random.default_rng(seed)
+    palette = list(COLORS.values()) if colors is None else [COLORS[c] for c in colors]
     rows = []
     for i in range(n):
         k = int(rng.integers(1, max_count + 1))
         img = Image.new("RGB", size, (255, 255, 255))
         d = ImageDraw.Draw(img)
         for box in _place(rng, k, size, side):
-            _draw(d, SHAPES[int(rng.integers(len(SHAPES)))], box, list(COLORS.values())[int(rng.integers(len(COLORS)))])
+            _draw(d, shapes[int(rng.integers(len(shapes)))], box, palette[int(rng.integers(len(palette)))])
         rows.append({"id": f"counting/{seed}/{i}", "images": [img], "problem": "How many shapes are in the image?",
                      "solution": k, "task": "counting"})
     return rows
