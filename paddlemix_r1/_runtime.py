@@ -1,8 +1,8 @@
 """Process start-up settings that must be in place before paddle is imported.
 
 Paddle's CPU build uses Intel MKL, which on AMD cores picks slow generic kernels unless
-``MKL_DEBUG_CPU_TYPE=5`` is set, and which runs one thread unless told otherwise. Both are
-set here as defaults; a value the user already exported wins.
+``MKL_DEBUG_CPU_TYPE=5`` is set, and which runs one thread unless told otherwise
+(``MKL_NUM_THREADS`` = cores). Both are set here as defaults; a value the user already exported wins.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ def configure_cpu_runtime() -> None:
     warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
     os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
     cores = str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    os.environ.setdefault("OMP_NUM_THREADS", cores)
-    os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
+    # MKL's own thread count, not OMP_NUM_THREADS: Paddle prints a data-parallel warning at import for
+    # any OMP_NUM_THREADS > 1, while MKL_NUM_THREADS alone gives its GEMMs all cores just the same.
+    os.environ.setdefault("MKL_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", cores))
 
 
 def configure_paddle() -> None:
