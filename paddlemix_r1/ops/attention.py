@@ -22,11 +22,14 @@ def causal_padding_mask(attention_mask: paddle.Tensor, q_len: int, dtype: str = 
     j <= its absolute position and key j is not padding.
     """
     k_len = attention_mask.shape[-1]
+    keys = attention_mask.astype(dtype)  # (B, K) 1 / 0
+    if q_len == 1:  # a decode step: the causal part allows every cached key
+        return ((keys - 1.0) * -NEG_INF).reshape([keys.shape[0], 1, 1, k_len])  # 0 or NEG_INF
     q_pos = paddle.arange(k_len - q_len, k_len).unsqueeze(-1)  # (q, 1)
     k_pos = paddle.arange(k_len).unsqueeze(0)  # (1, K)
-    allowed = (k_pos <= q_pos).unsqueeze(0) & attention_mask.astype("bool").unsqueeze(1)  # (B, q, K)
-    mask = paddle.where(allowed, paddle.zeros([], dtype), paddle.full([], NEG_INF, dtype))
-    return mask.unsqueeze(1)  # (B, 1, q, K)
+    causal = (k_pos <= q_pos).astype(dtype)  # (q, K)
+    allowed = causal.unsqueeze(0) * keys.unsqueeze(1)  # (B, q, K)
+    return ((allowed - 1.0) * -NEG_INF).unsqueeze(1)  # (B, 1, q, K): 0 where allowed, NEG_INF elsewhere
 
 
 @register("attention", "eager")
