@@ -129,3 +129,14 @@ def test_fused_matches_eager_on_gpu(op):
     got = got if isinstance(got, (tuple, list)) else [got]
     for r, g in zip(ref, got):
         np.testing.assert_allclose(g.astype("float32").numpy(), r.astype("float32").numpy(), atol=2e-3)
+
+
+def test_varlen_attention_equal_segments_fast_path():
+    cu = np.array([0, 4, 8, 12])
+    q, k, v = t(12, 2, 8), t(12, 2, 8), t(12, 2, 8)
+    out = ops.varlen_attention(q, k, v, cu, 8**-0.5).numpy()
+    seg = np.repeat(np.arange(3), 4)
+    allowed = (seg[:, None] == seg[None, :])[None]
+    ref = _naive_attention(q.numpy()[None], k.numpy().transpose(1, 0, 2)[None], v.numpy().transpose(1, 0, 2)[None],
+                           allowed)[0]
+    np.testing.assert_allclose(out, ref, atol=1e-5)
