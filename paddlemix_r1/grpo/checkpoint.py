@@ -63,9 +63,25 @@ def _rename_back(state: dict[str, Any], names: dict[str, str]) -> dict[str, Any]
     return out
 
 
+def optimizer_shard_dir(output_dir: str, step: int) -> str:
+    """Where the ranks of a sharded run put their optimizer shards before rank 0 writes checkpoint-{step}."""
+    return os.path.join(output_dir, f".tmp-optimizer-shards-{step}")
+
+
+def save_optimizer_shard(shard_dir: str, rank: int, model, optimizer) -> None:
+    """This rank's part of a sharded optimizer state, keyed like ``optimizer.pdopt``."""
+    os.makedirs(shard_dir, exist_ok=True)
+    names = {p.name: n for n, p in model.named_parameters()}
+    paddle.save(_optimizer_state(optimizer, names), os.path.join(shard_dir, f"rank{rank}.pdopt"))
+
+
 def save_checkpoint(output_dir: str, step: int, model, optimizer, scheduler, trainer_state: dict[str, Any],
-                    processor_dir: str | None, keep: int) -> str:
-    """Write checkpoint-{step} atomically and drop all but the newest ``keep``."""
+                    processor_dir: str | None, keep: int, optimizer_shards: str | None = None) -> str:
+    """Write checkpoint-{step} atomically and drop all but the newest ``keep``.
+
+    ``optimizer_shards``: a directory of per-rank optimizer files (sharded runs), moved into the
+    checkpoint as ``optimizer_shards/`` instead of writing ``optimizer.pdopt``.
+    """
     final = os.path.join(output_dir, f"checkpoint-{step}")
     os.makedirs(output_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".tmp-checkpoint-{step}-", dir=output_dir)
@@ -77,7 +93,10 @@ def save_checkpoint(output_dir: str, step: int, model, optimizer, scheduler, tra
                 if os.path.exists(src):
                     shutil.copy2(src, os.path.join(tmp, "model", name))
         names = {p.name: n for n, p in model.named_parameters()}
-        paddle.save(_optimizer_state(optimizer, names), os.path.join(tmp, "optimizer.pdopt"))
+        if optimizer_shards is None:
+            paddle.save(_optimizer_state(optimizer, names), os.path.join(tmp, "optimizer.pdopt"))
+        else:
+            shutil.move(optimizer_shards, os.path.join(tmp, "optimizer_shards"))
         paddle.save(scheduler.state_dict(), os.path.join(tmp, "scheduler.pdopt"))
         # Sampling seeds derive from (seed, step); Paddle's own generator is saved for anything else.
         paddle.save({"paddle": paddle.get_rng_state()}, os.path.join(tmp, "rng.pdopt"))
@@ -94,13 +113,25 @@ def save_checkpoint(output_dir: str, step: int, model, optimizer, scheduler, tra
     return final
 
 
-def load_checkpoint(path: str, model, optimizer, scheduler) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and Paddle's RNG; return the trainer state dict."""
+def load_checkpoint(path: str, model, optimizer, scheduler, optimizer_shard: int | None = None) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and Paddle's RNG; return the trainer state dict.
+
+    ``optimizer_shard``: the rank whose optimizer shard to load (sharded runs); None loads the
+    whole optimizer state of an unsharded run.
+    """
     from paddlemix_r1.models.checkpoint import load_state
 
     load_state(model, os.path.join(path, "model"))
     names = {p.name: n for n, p in model.named_parameters()}
-    optimizer.set_state_dict(_rename_back(paddle.load(os.path.join(path, "optimizer.pdopt")), names))
+    if optimizer_shard is None:
+        opt_file = os.path.join(path, "optimizer.pdopt")
+        hint = "it was saved by a sharded run: resume with the same sharding_stage and world size"
+    else:
+        opt_file = os.path.join(path, "optimizer_shards", f"rank{optimizer_shard}.pdopt")
+        hint = "it was saved by an unsharded run or with fewer ranks: resume with the same layout"
+    if not os.path.exists(opt_file):
+        raise FileNotFoundError(f"{path}: no {os.path.relpath(opt_file, path)}; {hint}")
+    optimizer.set_state_dict(_rename_back(paddle.load(opt_file), names))
     scheduler.set_state_dict(paddle.load(os.path.join(path, "scheduler.pdopt")))
     paddle.set_rng_state(paddle.load(os.path.join(path, "rng.pdopt"))["paddle"])
     with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:

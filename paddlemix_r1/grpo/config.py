@@ -65,7 +65,8 @@ class GRPOConfig:
 
     # ----- rollout -----
     prompts_per_step: int = 2
-    """B: distinct prompts per optimizer step (each gets num_generations completions)."""
+    """B: distinct prompts per optimizer step and rank (each gets num_generations completions); a step of
+    a job with W ranks covers W * B distinct prompts."""
     num_generations: int = 8
     """G: completions per prompt."""
     max_prompt_length: int = 1024
@@ -129,6 +130,21 @@ class GRPOConfig:
     visualdl: bool = True
     progress_bar: bool = True
 
+    # ----- devices and data parallelism (paddle.distributed.launch; see docs/distributed.md) -----
+    device: str = "auto"
+    """auto | cpu | gpu. Under the launcher each process takes one device; on CPU ranks talk over gloo."""
+    sync_timeout: float = 1800.0
+    """Seconds a rank waits for the others at a sync point before the job is declared hung and stops."""
+    sharding_stage: int = 0
+    """0: plain data parallelism (gradients all-reduced). GPU only: 1 shards the optimizer state, 2 also
+    the gradients, 3 also the parameters (Paddle's group_sharded_parallel)."""
+    sharding_offload: bool = False
+    """GPU only, with sharding: keep the sharded optimizer state in host memory."""
+    ref_model_dtype: str | None = None
+    """dtype of the reference model; None: the policy's dtype. "bfloat16" halves it next to an fp32 policy (GPU)."""
+    ref_model_offload: bool = False
+    """GPU only: keep the reference model in host memory, moving it to the GPU for its pass only."""
+
     def __post_init__(self) -> None:
         if self.epsilon_high is None:
             self.epsilon_high = self.epsilon_low
@@ -141,6 +157,12 @@ class GRPOConfig:
                              f"gradient_accumulation_steps={self.gradient_accumulation_steps}")
         if self.task not in DEFAULT_TEMPLATES:
             raise ValueError(f"task must be one of {sorted(DEFAULT_TEMPLATES)}, got {self.task!r}")
+        if self.device not in ("auto", "cpu", "gpu"):
+            raise ValueError(f"device must be auto, cpu or gpu, got {self.device!r}")
+        if self.sharding_stage not in (0, 1, 2, 3):
+            raise ValueError(f"sharding_stage must be 0, 1, 2 or 3, got {self.sharding_stage}")
+        if self.sync_timeout <= 0:
+            raise ValueError(f"sync_timeout must be > 0 seconds, got {self.sync_timeout}")
         for name in ("num_generations", "prompts_per_step", "max_steps", "num_iterations", "steps_per_generation"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -1,23 +1,34 @@
-"""The GRPO loop, single process (rank-aware pieces are marked for the distributed launcher).
+"""The GRPO loop, in one process or as one rank of a ``paddle.distributed.launch`` job.
 
-One optimizer step:
+One optimizer step (per rank):
   sample B prompts -> rollout G completions each (vision + prefill once per prompt) -> rewards
   (weighted sum) -> group advantages -> [old / ref log-probs] -> policy log-probs with the rollout's
   positions, pixels and temperature -> loss -> backward per micro-batch -> clip -> AdamW step.
+
+With W ranks (data parallelism, docs/distributed.md): each rank takes its own B distinct prompts of
+the step (W * B per step, none twice in an epoch) and generates all G completions of each, so groups
+never span ranks. Rewards are gathered, so advantages with ``scale_rewards="batch"`` use the std of
+the whole step and the metrics are those of the whole step; dapo's normalizer is the active-token
+count of all ranks; gradients are averaged over ranks before clipping. Every rank then applies the
+same update to the same weights. Only rank 0 writes checkpoints, VisualDL logs and completions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import paddle
 
+from paddlemix_r1 import distributed as dist
+from paddlemix_r1.distributed import sharding
 from paddlemix_r1.generation import generate
 from paddlemix_r1.grpo import checkpoint as ckpt
 from paddlemix_r1.grpo.advantages import compute_advantages
@@ -47,6 +58,7 @@ class MicroBatch:
     ref_logps: paddle.Tensor | None = None  # (N, T)
     texts: list[str] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
+    num_items: float | None = None  # dapo normalizer: active tokens of the step over all ranks / W
 
 
 def lr_lambda(kind: str, warmup: int, total: int):
@@ -84,36 +96,47 @@ def load_dataset(cfg: GRPOConfig) -> list[dict]:
 class GRPOTrainer:
     def __init__(self, cfg: GRPOConfig, dataset: list[dict] | None = None):
         """``dataset``: rows in the synthetic/reader row format; None loads ``cfg.dataset``.
-        Reward functions are looked up by name in the reward registry (``register_reward`` adds one)."""
+        Reward functions are looked up by name in the reward registry (``register_reward`` adds one).
+        Under ``paddle.distributed.launch`` this also joins the job's process group."""
         self.cfg = cfg
+        self.dist = dist.init_distributed(cfg.device, cfg.sync_timeout)
+        with self.dist.coordinator.failures_reported():
+            self._setup(cfg, dataset)
+
+    def _setup(self, cfg: GRPOConfig, dataset: list[dict] | None) -> None:
+        env = self.dist
         os.makedirs(cfg.output_dir, exist_ok=True)
         paddle.seed(cfg.seed)
-        path = cfg.model_name_or_path
-        if path == "tiny":
-            path = os.path.join(cfg.output_dir, "tiny-model")
-            if not os.path.exists(os.path.join(path, "config.json")):
-                build_tiny_checkpoint(path, family=cfg.tiny_family, seed=cfg.seed)
-        self.model_path = path
-        self.processor = Processor.from_pretrained(path, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
-        self.model = from_pretrained(path, dtype=cfg.dtype)
+        self.model_path = self._resolve_model_path()
+        self.processor = Processor.from_pretrained(self.model_path, min_pixels=cfg.min_pixels,
+                                                   max_pixels=cfg.max_pixels)
+        self.model = from_pretrained(self.model_path, dtype=cfg.dtype)
         self.model.model.recompute = cfg.gradient_checkpointing
         self.family = self.model.config.model_type
-        self.ref_model = None
-        if cfg.beta != 0.0:
-            self.ref_model = from_pretrained(path, dtype=cfg.dtype)
-            for p in self.ref_model.parameters():
-                p.stop_gradient = True
         if cfg.freeze_vision:
             for p in self.model.visual.parameters():
                 p.stop_gradient = True
+        dist.broadcast_parameters(self.model)  # identical replicas whatever each rank loaded
+        self.ref_model = self._load_reference() if cfg.beta != 0.0 else None
         self.params = [p for p in self.model.parameters() if not p.stop_gradient]
         self.scheduler = paddle.optimizer.lr.LambdaDecay(
             cfg.learning_rate, lr_lambda(cfg.lr_scheduler_type, cfg.warmup_steps, cfg.max_steps))
+        # Sharded optimizers clip by the global norm over shards themselves; unsharded runs clip
+        # explicitly after the gradient all-reduce (train_step), which also yields the norm to log.
+        clip = paddle.nn.ClipGradByGlobalNorm(cfg.max_grad_norm) if cfg.sharding_stage and cfg.max_grad_norm else None
         self.optimizer = paddle.optimizer.AdamW(
             learning_rate=self.scheduler, parameters=self.params, beta1=cfg.adam_beta1, beta2=cfg.adam_beta2,
-            epsilon=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
+            epsilon=cfg.adam_epsilon, weight_decay=cfg.weight_decay, grad_clip=clip,
+            multi_precision=cfg.dtype != "float32")  # fp32 master weights for bf16/fp16 policies
+        # train_model: the policy's gradient pass; rollout_model: generation and no-grad passes.
+        self.train_model = self.rollout_model = self.model
+        if cfg.sharding_stage:
+            self.train_model, self.optimizer = sharding.shard_model_and_optimizer(
+                self.model, self.optimizer, cfg.sharding_stage, env, offload=cfg.sharding_offload)
+            if cfg.sharding_stage == 3:
+                self.rollout_model = self.train_model
         self.dataset = dataset if dataset is not None else load_dataset(cfg)
-        self.sampler = PromptSampler(len(self.dataset), cfg.seed)
+        self.sampler = PromptSampler(len(self.dataset), cfg.seed, num_replicas=env.world_size, rank=env.rank)
         self.reward = WeightedReward(dict(zip(cfg.reward_funcs, cfg.reward_weights)))
         self.step = 0
         self.nonfinite_total = 0
@@ -121,13 +144,41 @@ class GRPOTrainer:
         self.history: list[dict[str, float]] = []
         self._buffer: list[list[MicroBatch]] = []
         self._writer = None
-        if cfg.visualdl:
+        if cfg.visualdl and env.is_main:
             from visualdl import LogWriter
 
             self._writer = LogWriter(logdir=os.path.join(cfg.output_dir, "vdl"))
         resume = ckpt.resolve(cfg.resume_from_checkpoint, cfg.output_dir)
         if resume:
             self._restore(resume)
+
+    def _resolve_model_path(self) -> str:
+        """The checkpoint directory; for "tiny", rank 0 builds it once while the other ranks wait."""
+        cfg = self.cfg
+        if cfg.model_name_or_path != "tiny":
+            return cfg.model_name_or_path
+        path = os.path.join(cfg.output_dir, "tiny-model")
+        if self.dist.is_main and not os.path.exists(os.path.join(path, "config.json")):
+            build_tiny_checkpoint(path, family=cfg.tiny_family, seed=cfg.seed)
+        dist.barrier("tiny checkpoint built")
+        return path
+
+    def _load_reference(self):
+        """Frozen reference policy: in ``ref_model_dtype`` (default: the policy's), on this rank's
+        device or, with ``ref_model_offload``, in host memory between its passes (GPU only)."""
+        cfg, env = self.cfg, self.dist
+        dtype = cfg.ref_model_dtype or cfg.dtype
+        if dtype != "float32":
+            sharding.require_gpu(f"a {dtype} reference model", env)
+        if cfg.ref_model_offload:
+            sharding.require_gpu("ref_model_offload", env)
+            with sharding.device_scope("cpu"):
+                ref = from_pretrained(self.model_path, dtype=dtype)
+        else:
+            ref = from_pretrained(self.model_path, dtype=dtype)
+        for p in ref.parameters():
+            p.stop_gradient = True
+        return ref
 
     # ----- rollout -----
     def _conversation(self, row: dict) -> list[dict]:
@@ -152,7 +203,7 @@ class GRPOTrainer:
         cfg, g = self.cfg, self.cfg.num_generations
         batch = self.processor([self._conversation(r) for r in rows], [r["images"] for r in rows],
                                max_length=cfg.max_prompt_length, return_sizes=True)
-        out = generate(self.model, batch, max_new_tokens=cfg.max_completion_length, do_sample=True,
+        out = generate(self.rollout_model, batch, max_new_tokens=cfg.max_completion_length, do_sample=True,
                        temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, num_return_sequences=g,
                        eos_token_id=self.processor.eos_token_id, pad_token_id=self.processor.pad_token_id, seed=seed)
         texts = self.processor.batch_decode(out.completion_ids.numpy().tolist(), skip_special_tokens=True)
@@ -163,8 +214,17 @@ class GRPOTrainer:
         per_fn = {k: np.asarray(v, dtype=np.float64) for k, v in scores.per_reward.items()}
         return mb, np.asarray(scores.total, dtype=np.float64), per_fn
 
+    def rollout_seed(self, step: int, micro: int) -> int:
+        """Sampling seed of micro-batch ``micro`` of optimizer step ``step`` on this rank."""
+        return dist.rank_seed(self.cfg.seed * 1_000_003 + step * 1009 + micro, self.dist.rank)
+
     def generate_round(self) -> tuple[list[list[MicroBatch]], dict[str, float]]:
-        """Rollouts for ``steps_per_generation`` optimizer steps, with advantages and old/ref log-probs."""
+        """Rollouts for ``steps_per_generation`` optimizer steps, with advantages and old/ref log-probs.
+
+        Rewards, lengths and token counts of each step are gathered from all ranks: advantages are
+        computed on the whole step's rewards (groups are rank-local, so only "batch" scaling sees
+        other ranks) and this rank keeps its slice; the metrics describe the whole step.
+        """
         cfg, g = self.cfg, self.cfg.num_generations
         per_micro = cfg.prompts_per_step // cfg.gradient_accumulation_steps
         steps, metrics = [], {}
@@ -173,66 +233,88 @@ class GRPOTrainer:
         for s in range(cfg.steps_per_generation):
             idx = self.sampler.next(cfg.prompts_per_step)
             rows = [self.dataset[i] for i in idx]
-            micro, rewards = [], []
+            micro, rewards, per_fn_step, lens_step = [], [], {}, []
             for m in range(cfg.gradient_accumulation_steps):
-                seed = cfg.seed * 1_000_003 + (self.step + s) * 1009 + m
-                mb, total, per_fn = self.rollout(rows[m * per_micro:(m + 1) * per_micro], seed)
+                mb, total, per_fn = self.rollout(rows[m * per_micro:(m + 1) * per_micro],
+                                                 self.rollout_seed(self.step + s, m))
                 micro.append(mb)
                 rewards.append(total)
                 for k, v in per_fn.items():
-                    per_fn_all.setdefault(k, []).append(v)
-                lens = mb.completion_mask.sum(axis=1).numpy()
-                lengths.append(lens)
-                truncated.append(lens >= cfg.max_completion_length)
-            r = np.concatenate(rewards)  # (B*G,) group-major over the step
-            adv = compute_advantages(r, g, cfg.scale_rewards)
-            offset = 0
+                    per_fn_step.setdefault(k, []).append(v)
+                lens_step.append(mb.completion_mask.sum(axis=1).numpy())
+            local = {"reward": np.concatenate(rewards), "length": np.concatenate(lens_step),
+                     **{f"rewards/{k}": np.concatenate(v) for k, v in per_fn_step.items()}}
+            gathered = dist.all_gather_arrays(local, tag=f"rollout step {self.step + s}")
+            r = np.concatenate(gathered["reward"])  # (W*B*G,) rank-major, group-major within a rank
+            offset = sum(len(x) for x in gathered["reward"][:self.dist.rank])
+            adv = compute_advantages(r, g, cfg.scale_rewards)[offset:offset + len(local["reward"])]
+            lens = np.concatenate(gathered["length"])
+            num_items = float(lens.sum()) / self.dist.world_size  # see grpo_loss: ranks average gradients
+            pos = 0
             for mb in micro:
                 n = mb.completion_mask.shape[0]
-                mb.advantages = paddle.to_tensor(adv[offset:offset + n].astype("float32"))
-                offset += n
+                mb.advantages = paddle.to_tensor(adv[pos:pos + n].astype("float32"))
+                mb.num_items = num_items
+                pos += n
             all_rewards.append(r)
+            lengths.append(lens)
+            truncated.append(lens >= cfg.max_completion_length)
+            for k in per_fn_step:
+                per_fn_all.setdefault(k, []).append(np.concatenate(gathered[f"rewards/{k}"]))
             steps.append(micro)
         t_rollout = time.perf_counter() - t0
         t0 = time.perf_counter()
         need_old = cfg.num_iterations > 1 or cfg.steps_per_generation > 1
-        with paddle.no_grad():
+        with paddle.no_grad(), self._reference_on_device() as ref:
             for micro in steps:
                 for mb in micro:
                     if need_old:
-                        mb.old_logps = completion_logprobs(self.model, mb.inputs, cfg.temperature,
+                        mb.old_logps = completion_logprobs(self.rollout_model, mb.inputs, cfg.temperature,
                                                            cfg.logprob_chunk_size)
-                    if self.ref_model is not None:
-                        mb.ref_logps = completion_logprobs(self.ref_model, mb.inputs, cfg.temperature,
-                                                           cfg.logprob_chunk_size)
+                    if ref is not None:
+                        mb.ref_logps = completion_logprobs(ref, mb.inputs, cfg.temperature, cfg.logprob_chunk_size)
         r = np.concatenate(all_rewards)
         lens = np.concatenate(lengths)
         metrics.update({"reward": float(r.mean()), "reward_std": float(r.reshape(-1, g).std(axis=1).mean()),
                         "completion_length/mean": float(lens.mean()), "completion_length/max": float(lens.max()),
-                        "truncated_fraction": float(np.concatenate(truncated).mean()),
-                        "time/rollout": t_rollout, "time/ref_old_logprobs": time.perf_counter() - t0})
+                        "truncated_fraction": float(np.concatenate(truncated).mean())})
+        # The other metrics come from gathered arrays and agree on every rank; times: the slowest rank's.
+        metrics.update(dist.reduce_metrics({"time/rollout": t_rollout,
+                                            "time/ref_old_logprobs": time.perf_counter() - t0}, tag="rollout times"))
         for k, v in per_fn_all.items():
             vals = np.concatenate(v)
             metrics[f"rewards/{k}/mean"] = float(vals.mean())
             metrics[f"rewards/{k}/std"] = float(vals.std())
         return steps, metrics
 
+    @contextlib.contextmanager
+    def _reference_on_device(self) -> Iterator[paddle.nn.Layer | None]:
+        """The reference model for this round's passes (moved in from host memory if offloaded)."""
+        if self.ref_model is None or not self.cfg.ref_model_offload:
+            yield self.ref_model
+            return
+        with sharding.host_offloaded(self.ref_model, self.dist) as ref:
+            yield ref
+
     # ----- update -----
     def train_step(self, micro: list[MicroBatch]) -> dict[str, float]:
-        """One optimizer step over the micro-batches of one step-batch; skipped if anything is non-finite."""
+        """One optimizer step over the micro-batches of one step-batch; skipped if anything is non-finite.
+
+        With several ranks: local backward passes, then the ranks agree on finiteness, gradients are
+        averaged over ranks (or reduced by the sharding wrapper), and the metrics are averaged.
+        """
         cfg = self.cfg
         t0 = time.perf_counter()
-        total_tokens = float(sum(float(mb.completion_mask.sum()) for mb in micro))
         scale = 1.0 if cfg.loss_type == "dapo" else 1.0 / len(micro)
         sums: dict[str, float] = {}
         finite = True
         for mb in micro:
-            logps, ent = completion_logprobs(self.model, mb.inputs, cfg.temperature, cfg.logprob_chunk_size,
+            logps, ent = completion_logprobs(self.train_model, mb.inputs, cfg.temperature, cfg.logprob_chunk_size,
                                              with_entropy=True)
             loss, m = grpo_loss(logps, mb.old_logps, mb.ref_logps, mb.advantages, mb.completion_mask,
                                 loss_type=cfg.loss_type, epsilon_low=cfg.epsilon_low, epsilon_high=cfg.epsilon_high,
                                 beta=cfg.beta, max_completion_length=cfg.max_completion_length,
-                                num_items_in_batch=total_tokens)
+                                num_items_in_batch=mb.num_items)
             loss = loss * scale
             if not bool(paddle.isfinite(loss)):
                 finite = False
@@ -244,11 +326,14 @@ class GRPOTrainer:
             for k, v in m.items():
                 if k != "num_tokens":
                     sums[k] = sums.get(k, 0.0) + float(v) / len(micro)
-        grad_norm = self._grad_norm() if finite else float("nan")
-        if not math.isfinite(grad_norm):
-            finite = False
+        finite = dist.all_true(finite, tag=f"loss finite, step {self.step}")
+        grad_norm = float("nan")
+        if finite and not cfg.sharding_stage:
+            dist.allreduce_gradients(self.params, tag=f"gradients, step {self.step}")
+            grad_norm = self._grad_norm()  # of the averaged gradients: the same number on every rank
+            finite = math.isfinite(grad_norm)
         if finite:
-            if cfg.max_grad_norm and grad_norm > cfg.max_grad_norm:
+            if not cfg.sharding_stage and cfg.max_grad_norm and grad_norm > cfg.max_grad_norm:
                 coef = cfg.max_grad_norm / (grad_norm + 1e-6)
                 for p in self.params:
                     if p.grad is not None:
@@ -263,8 +348,10 @@ class GRPOTrainer:
         if self.nonfinite_run >= cfg.max_consecutive_nonfinite:
             raise NonFiniteError(f"{self.nonfinite_run} consecutive steps with a non-finite loss or gradient "
                                  f"(last at step {self.step}); stopping. Lower the learning rate or check the data.")
+        sums["time/update"] = time.perf_counter() - t0
+        sums = dist.reduce_metrics(sums, tag=f"step metrics, step {self.step}")
         sums.update({"grad_norm": grad_norm, "lr": float(self.optimizer.get_lr()), "skipped": 0.0 if finite else 1.0,
-                     "nonfinite_total": float(self.nonfinite_total), "time/update": time.perf_counter() - t0})
+                     "nonfinite_total": float(self.nonfinite_total)})
         return sums
 
     def _grad_norm(self) -> float:
@@ -274,10 +361,14 @@ class GRPOTrainer:
     # ----- loop -----
     def train(self, num_steps: int | None = None) -> list[dict[str, float]]:
         """Run until ``max_steps`` (or ``num_steps`` more steps, e.g. to stop part-way); return the history."""
+        with self.dist.coordinator.failures_reported():
+            return self._train(num_steps)
+
+    def _train(self, num_steps: int | None) -> list[dict[str, float]]:
         cfg = self.cfg
         stop = cfg.max_steps if num_steps is None else min(cfg.max_steps, self.step + num_steps)
         bar = None
-        if cfg.progress_bar:
+        if cfg.progress_bar and self.dist.is_main:
             from tqdm import tqdm
 
             bar = tqdm(total=cfg.max_steps, initial=self.step, desc="grpo", dynamic_ncols=True)
@@ -300,7 +391,7 @@ class GRPOTrainer:
         if bar is not None:
             bar.close()
         skipped = getattr(self.dataset, "skipped", [])
-        if skipped:
+        if skipped and self.dist.is_main:
             print(f"skipped {len(skipped)} bad training rows (first: {skipped[0]})")
         if not cfg.save_steps or self.step % cfg.save_steps:
             self.save()
@@ -309,33 +400,63 @@ class GRPOTrainer:
         return self.history
 
     def _log(self, metrics: dict[str, float], micro: list[MicroBatch]) -> None:
+        """Scalars to VisualDL and sample completions (of all ranks) to completions.jsonl, on rank 0."""
         cfg = self.cfg
         if self._writer is not None and self.step % cfg.logging_steps == 0:
             for k, v in metrics.items():
                 if k != "step" and isinstance(v, float) and math.isfinite(v):
                     self._writer.add_scalar(f"train/{k}", v, self.step)
         if cfg.log_completions_steps and self.step % cfg.log_completions_steps == 0:
-            with open(os.path.join(cfg.output_dir, "completions.jsonl"), "a", encoding="utf-8") as f:
-                for mb in micro:
-                    adv = mb.advantages.numpy().tolist()
-                    for i, text in enumerate(mb.texts):
-                        row = mb.rows[i // cfg.num_generations]
-                        f.write(json.dumps({"step": self.step, "id": row.get("id"), "problem": row["problem"],
-                                            "solution": row.get("solution"), "completion": text,
-                                            "advantage": adv[i]}, default=str) + "\n")
+            records = []
+            for mb in micro:
+                adv = mb.advantages.numpy().tolist()
+                for i, text in enumerate(mb.texts):
+                    row = mb.rows[i // cfg.num_generations]
+                    records.append({"step": self.step, "rank": self.dist.rank, "id": row.get("id"),
+                                    "problem": row["problem"], "solution": row.get("solution"), "completion": text,
+                                    "advantage": adv[i]})
+            per_rank = dist.all_gather_object(records, tag=f"completions, step {self.step}")
+            if self.dist.is_main:
+                with open(os.path.join(cfg.output_dir, "completions.jsonl"), "a", encoding="utf-8") as f:
+                    f.writelines(json.dumps(rec, default=str) + "\n" for recs in per_rank for rec in recs)
 
     # ----- checkpoints -----
     def trainer_state(self) -> dict[str, Any]:
+        """JSON-able state. The sampler state is that of the global prompt stream (all ranks), so a run
+        can resume with another world size and still see every prompt once per epoch."""
         return {"sampler": self.sampler.state_dict(), "nonfinite_total": self.nonfinite_total,
                 "nonfinite_run": self.nonfinite_run, "config": self.cfg.to_dict(),
-                "history": self.history}
+                "history": self.history, "world_size": self.dist.world_size,
+                "sharding_stage": self.cfg.sharding_stage}
 
     def save(self) -> str:
-        return ckpt.save_checkpoint(self.cfg.output_dir, self.step, self.model, self.optimizer, self.scheduler,
-                                    self.trainer_state(), self.model_path, self.cfg.save_total_limit)
+        """Write checkpoint-{step} (rank 0; under sharding every rank adds its optimizer shard). All ranks
+        return once it is complete, so nothing can observe a half-written checkpoint."""
+        env, cfg = self.dist, self.cfg
+        path = os.path.join(cfg.output_dir, f"checkpoint-{self.step}")
+        shard_dir = None
+        if cfg.sharding_stage:
+            sharding.full_state_for_save(self.train_model, cfg.sharding_stage)
+            shard_dir = ckpt.optimizer_shard_dir(cfg.output_dir, self.step)
+            ckpt.save_optimizer_shard(shard_dir, env.rank, self.model, self.optimizer)
+            dist.barrier(f"optimizer shards written, step {self.step}")
+        if env.is_main:
+            path = ckpt.save_checkpoint(cfg.output_dir, self.step, self.model, self.optimizer, self.scheduler,
+                                        self.trainer_state(), self.model_path, cfg.save_total_limit,
+                                        optimizer_shards=shard_dir)
+        dist.barrier(f"checkpoint saved, step {self.step}")
+        return path
 
     def _restore(self, path: str) -> None:
-        state = ckpt.load_checkpoint(path, self.model, self.optimizer, self.scheduler)
+        shard = self.dist.rank if self.cfg.sharding_stage else None
+        state = ckpt.load_checkpoint(path, self.model, self.optimizer, self.scheduler, optimizer_shard=shard)
+        saved_world = int(state.get("world_size", 1))
+        if int(state.get("sharding_stage", 0)) != self.cfg.sharding_stage or (
+                self.cfg.sharding_stage and saved_world != self.dist.world_size):
+            raise ValueError(f"{path}: saved with sharding_stage={state.get('sharding_stage', 0)} on {saved_world} "
+                             f"rank(s); this run has sharding_stage={self.cfg.sharding_stage} on "
+                             f"{self.dist.world_size}. A sharded optimizer state only resumes on the same layout "
+                             "(the weights in model/ load anywhere: start a new run from them).")
         self.step = int(state["step"])
         self.sampler.load_state_dict(state["sampler"])
         self.nonfinite_total = int(state["nonfinite_total"])
