@@ -47,7 +47,7 @@ class GRPOConfig:
 
     # ----- data -----
     dataset: str = "synthetic_counting"
-    """"synthetic_counting", "synthetic_rec", or "files" (read data_files with the data readers)."""
+    """"synthetic_counting", "synthetic_rec", "synthetic_geoqa", or "files" (read data_files with the data readers)."""
     data_files: list[str] = field(default_factory=list)
     """Training files for dataset="files"."""
     image_root: str = ""

@@ -86,11 +86,13 @@ def load_dataset(cfg: GRPOConfig) -> list[dict]:
         return synthetic.counting_rows(cfg.num_train_samples, seed=cfg.seed)
     if cfg.dataset == "synthetic_rec":
         return synthetic.rec_rows(cfg.num_train_samples, seed=cfg.seed)
+    if cfg.dataset == "synthetic_geoqa":
+        return synthetic.geometry_rows(cfg.num_train_samples, seed=cfg.seed)
     if cfg.dataset == "files":
         from paddlemix_r1.data.readers import read_training_files
 
         return read_training_files(cfg.data_files, cfg.image_root, task=cfg.task)
-    raise ValueError(f"dataset must be synthetic_counting, synthetic_rec or files, got {cfg.dataset!r}")
+    raise ValueError(f"dataset must be synthetic_counting, synthetic_rec, synthetic_geoqa or files, got {cfg.dataset!r}")
 
 
 class GRPOTrainer:
@@ -105,6 +107,7 @@ class GRPOTrainer:
 
     def _setup(self, cfg: GRPOConfig, dataset: list[dict] | None) -> None:
         env = self.dist
+        self._check_device_features()
         os.makedirs(cfg.output_dir, exist_ok=True)
         paddle.seed(cfg.seed)
         self.model_path = self._resolve_model_path()
@@ -152,6 +155,16 @@ class GRPOTrainer:
         if resume:
             self._restore(resume)
 
+    def _check_device_features(self) -> None:
+        """GPU-only settings fail here, before any model is loaded."""
+        cfg = self.cfg
+        if cfg.sharding_stage:
+            sharding.require_gpu(f"sharding_stage={cfg.sharding_stage}", self.dist)
+        if cfg.beta != 0.0 and cfg.ref_model_offload:
+            sharding.require_gpu("ref_model_offload", self.dist)
+        if cfg.beta != 0.0 and (cfg.ref_model_dtype or cfg.dtype) != "float32":
+            sharding.require_gpu(f"a {cfg.ref_model_dtype or cfg.dtype} reference model", self.dist)
+
     def _resolve_model_path(self) -> str:
         """The checkpoint directory; for "tiny", rank 0 builds it once while the other ranks wait."""
         cfg = self.cfg
@@ -166,12 +179,9 @@ class GRPOTrainer:
     def _load_reference(self):
         """Frozen reference policy: in ``ref_model_dtype`` (default: the policy's), on this rank's
         device or, with ``ref_model_offload``, in host memory between its passes (GPU only)."""
-        cfg, env = self.cfg, self.dist
+        cfg = self.cfg
         dtype = cfg.ref_model_dtype or cfg.dtype
-        if dtype != "float32":
-            sharding.require_gpu(f"a {dtype} reference model", env)
         if cfg.ref_model_offload:
-            sharding.require_gpu("ref_model_offload", env)
             with sharding.device_scope("cpu"):
                 ref = from_pretrained(self.model_path, dtype=dtype)
         else:

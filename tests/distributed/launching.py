@@ -44,20 +44,21 @@ def run_cmd(cmd: list[str], timeout: float, log_dir: Path | None = None) -> Fini
     return Finished(proc.returncode, proc.stdout + proc.stderr, time.monotonic() - t0, log_dir)
 
 
-def launch(args: list[str], log_dir: Path, timeout: float = 240.0, nproc: int = 2) -> Finished:
-    """``python -m paddle.distributed.launch --nproc_per_node N --log_dir D <args>``."""
-    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc), "--log_dir",
-           str(log_dir), *args]
+def launch(args: list[str], log_dir: Path, timeout: float = 240.0, nproc: int = 2, gpus: str | None = None) -> Finished:
+    """``python -m paddle.distributed.launch --nproc_per_node N --log_dir D <args>`` (``--gpus`` if given)."""
+    devices = ["--gpus", gpus] if gpus else ["--nproc_per_node", str(nproc)]
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", *devices, "--log_dir", str(log_dir), *args]
     return run_cmd(cmd, timeout, log_dir)
 
 
-def run_worker(spec: dict, work: Path, name: str, world: int, timeout: float = 240.0) -> Finished:
+def run_worker(spec: dict, work: Path, name: str, world: int, timeout: float = 240.0,
+               gpus: str | None = None) -> Finished:
     """Write ``spec`` and run worker.py on it, as ``world`` launched processes (1: a plain process)."""
     path = work / f"{name}.json"
     path.write_text(json.dumps(spec))
     if world == 1:
         return run_cmd([sys.executable, str(WORKER), str(path)], timeout)
-    return launch([str(WORKER), str(path)], work / f"log_{name}", timeout, nproc=world)
+    return launch([str(WORKER), str(path)], work / f"log_{name}", timeout, nproc=world, gpus=gpus)
 
 
 def check(done: Finished) -> None:

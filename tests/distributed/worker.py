@@ -24,6 +24,7 @@ import numpy as np
 import paddle
 
 from paddlemix_r1 import distributed as dist
+from paddlemix_r1.distributed import sharding
 from paddlemix_r1.generation import GenerationOutput, engine
 from paddlemix_r1.grpo import trainer as trainer_mod
 from paddlemix_r1.grpo.config import GRPOConfig
@@ -97,6 +98,7 @@ def run(spec: dict) -> None:
     finally:
         trainer_mod.generate = engine.generate
     rank = tr.dist.rank
+    sharding.full_state_for_save(tr.train_model, cfg.sharding_stage)
     np.savez(f"{spec['dump']}.rank{rank}.npz", **{n: p.numpy() for n, p in tr.model.named_parameters()})
     with open(f"{spec['dump']}.rank{rank}.json", "w", encoding="utf-8") as f:
         json.dump({"history": history, "rollouts": tr.rollouts, "world_size": tr.dist.world_size,
