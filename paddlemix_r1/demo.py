@@ -4,8 +4,8 @@
 2. generate synthetic counting images (1-3 red squares on a 3 x 3 grid of 28-px cells, so each cell is
    one merged vision token) for training and testing;
 3. evaluate with the real evaluator (eval/test_r1-v.py's code path) -> "initial";
-4. supervised warm-up that teaches the answer FORMAT only: the targets carry a random count, so
-   the warm-up cannot teach counting;
+4. a short supervised warm-up (cross-entropy on the assistant tokens) that teaches the answer format;
+   it is too short to teach counting, so accuracy stays at chance level;
 5. evaluate -> "before" (the GRPO starting point);
 6. GRPO with the counting + format rewards;
 7. evaluate -> "after"; write summary.json, VisualDL logs and a PNG of the reward curve.
@@ -31,19 +31,23 @@ IMAGE = 84
 
 @dataclass
 class DemoSettings:
-    sft_steps: int = 150
-    grpo_steps: int = 120
+    sft_steps: int = 90
+    """Warm-up steps (batch 8). Long enough to learn the answer format, too short to learn to count:
+    accuracy after it stays at chance (1/3), which the "before" evaluation shows."""
+    sft_true_answers: bool = True
+    """Warm-up targets carry the true count (False: a random count, a format-only warm-up)."""
+    grpo_steps: int = 250
     train_rows: int = 256
     test_rows: int = 64
-    prompts_per_step: int = 4
+    prompts_per_step: int = 8
     num_generations: int = 8
-    learning_rate: float = 2e-3
+    learning_rate: float = 5e-4
     seed: int = 0
 
     @classmethod
     def smoke(cls) -> DemoSettings:
         """A short run for CI: the same pipeline, fewer steps and rows."""
-        return cls(sft_steps=40, grpo_steps=30, train_rows=64, test_rows=24)
+        return cls(grpo_steps=40, train_rows=128, test_rows=24)
 
 
 def _write_test_set(rows: list[dict], out_dir: str) -> str:
@@ -119,7 +123,7 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None) -> dict:
     print(f"[demo] evaluating the random model on {s.test_rows} test images")
     initial = _evaluate(base, data_dir, output_dir, "initial")
 
-    print(f"[demo] supervised warm-up, {s.sft_steps} steps (answer format only: random counts as targets)")
+    print(f"[demo] supervised warm-up, {s.sft_steps} steps (teaches the answer format)")
     proc = Processor.from_pretrained(base)
     model = from_pretrained(base)
 
@@ -128,7 +132,8 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None) -> dict:
                                                                   "text": template.format(Question=r["problem"])}]}]
 
     def answer(r, rng):
-        return f"<think>I count.</think><answer>{int(rng.integers(1, MAX_COUNT + 1))}</answer>"
+        k = r["solution"] if s.sft_true_answers else int(rng.integers(1, MAX_COUNT + 1))
+        return f"<think>I count.</think><answer>{k}</answer>"
 
     sft_losses = run_sft(model, proc, train, conversation, answer, steps=s.sft_steps, batch_size=8,
                          learning_rate=3e-3, seed=s.seed)
