@@ -11,7 +11,13 @@ from paddlemix_r1.distributed.collectives import (
     broadcast_parameters,
     reduce_metrics,
 )
-from paddlemix_r1.distributed.coordination import Coordinator, PeerFailedError, SyncTimeoutError, run_guarded
+from paddlemix_r1.distributed.coordination import (
+    Coordinator,
+    PeerFailedError,
+    SyncOrderError,
+    SyncTimeoutError,
+    run_guarded,
+)
 from paddlemix_r1.distributed.env import (
     DistEnv,
     get_env,
@@ -27,6 +33,7 @@ __all__ = [
     "Coordinator",
     "DistEnv",
     "PeerFailedError",
+    "SyncOrderError",
     "SyncTimeoutError",
     "all_gather_arrays",
     "all_gather_object",

@@ -45,6 +45,10 @@ class SyncTimeoutError(RuntimeError):
     """Some rank did not reach a sync point within the timeout (stuck, or far slower than the rest)."""
 
 
+class SyncOrderError(RuntimeError):
+    """Ranks met at sync points of different names: their code paths issue collectives in different orders."""
+
+
 class Coordinator:
     """Barrier-with-failure-check over a key-value store shared by all ranks.
 
@@ -131,7 +135,7 @@ class Coordinator:
         try:
             self._wait_all(key, name)
         except (ValueError, RuntimeError, OSError) as e:
-            if isinstance(e, (PeerFailedError, SyncTimeoutError)):
+            if isinstance(e, (PeerFailedError, SyncTimeoutError, SyncOrderError)):
                 raise
             # Paddle's store client raises ValueError/RuntimeError when its connection breaks.
             raise PeerFailedError(
@@ -139,6 +143,7 @@ class Coordinator:
                 f"#{self._seq} ({name!r}): rank 0 has most likely exited; see its log ({e})") from e
 
     def _wait_all(self, key: str, name: str) -> None:
+        self.store.set(f"{key}/name{self.rank}", name)
         self.store.add(f"{key}/rank{self.rank}", 1)
         self.store.add(key, 1)
         deadline = time.monotonic() + self.timeout
@@ -154,6 +159,11 @@ class Coordinator:
             time.sleep(delay)
             delay = min(delay * 2, self.poll_s)
         self.check_peers()
+        if self.rank != 0:
+            expected = self.store.get(f"{key}/name0").decode("utf-8", "replace")
+            if expected != name:
+                raise SyncOrderError(f"sync point #{self._seq}: rank {self.rank} is at {name!r}, rank 0 at "
+                                     f"{expected!r}; the ranks issue collectives in different orders")
 
 
 def _error_text(exc: BaseException) -> str:

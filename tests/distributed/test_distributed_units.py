@@ -13,7 +13,7 @@ import time
 import pytest
 from launching import worker_env
 
-from paddlemix_r1.distributed import Coordinator, PeerFailedError, SyncTimeoutError, rank_seed
+from paddlemix_r1.distributed import Coordinator, PeerFailedError, SyncOrderError, SyncTimeoutError, rank_seed
 from paddlemix_r1.grpo.config import GRPOConfig
 from paddlemix_r1.grpo.sampler import PromptSampler
 
@@ -72,6 +72,15 @@ def test_distributed_sync_point_waits_for_every_rank():
         c0.sync("x")
         other["thread"].join(5)
         assert "error" not in other
+
+
+def test_distributed_sync_points_of_different_names_are_an_error():
+    c0, c1 = _pair()
+    other = _in_thread(lambda: c1.sync("gradients, step 3"))
+    c0.sync("rollout times")
+    other["thread"].join(5)
+    assert isinstance(other["error"], SyncOrderError)
+    assert "rank 1 is at 'gradients, step 3', rank 0 at 'rollout times'" in str(other["error"])
 
 
 def test_distributed_sync_point_raises_the_failed_peers_error():
