@@ -27,7 +27,7 @@ from paddlemix_r1.eval.data import (
     read_rec_json,
     select_rows,
 )
-from paddlemix_r1.eval.evaluator import EvalSummary, GenerateFn, evaluate, format_table
+from paddlemix_r1.eval.evaluator import EvalSample, EvalSummary, GenerateFn, evaluate, format_table
 from paddlemix_r1.eval.prompts import METHODS
 from paddlemix_r1.processing.image_processor import ImageProcessor
 from paddlemix_r1.rewards.coords import MODEL_FAMILIES

@@ -124,6 +124,8 @@ class Decoder(nn.Layer):
     def forward(self, embeds, position_ids, attention_mask, cache: KVCache | None = None):
         """embeds (B, L, H); position_ids (3, B, L); attention_mask (B, K) over cache + new tokens."""
         cos, sin = ops.mrope_cos_sin(position_ids, self.inv_freq, self.cfg.mrope_section)  # (B, L, hd)
+        heads = self.cfg.num_attention_heads + self.cfg.num_key_value_heads
+        cos, sin = ops.expand_tables(cos, sin, heads)  # (B, L, nh + nkv, hd), shared by all layers
         mask = ops.causal_padding_mask(attention_mask, embeds.shape[1])  # (B, 1, L, K)
         x = embeds
         for i, layer in enumerate(self.layers):

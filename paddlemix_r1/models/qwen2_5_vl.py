@@ -16,6 +16,7 @@ from paddlemix_r1.models.vision_common import (
     VisionAttention,
     frame_cu_seqlens,
     vision_hw_ids,
+    vision_rotary_tables,
 )
 
 
@@ -83,7 +84,7 @@ class Qwen2_5_VisionTransformer(nn.Layer):
         patch_order = paddle.to_tensor((win_idx[:, None] * unit + np.arange(unit)[None]).reshape(-1))  # (N,)
         x = paddle.gather(self.patch_embed(pixel_values), patch_order)  # (N, E) in window order
         hw = vision_hw_ids(grid_thw, cfg.spatial_merge_size)[patch_order.numpy()]  # (N, 2)
-        cos, sin = ops.vision_cos_sin(paddle.to_tensor(hw), self.inv_freq)  # (N, hd)
+        cos, sin = vision_rotary_tables(hw, self.inv_freq, cfg.num_heads)  # (1, N, 2 nh, hd)
         cu_full = frame_cu_seqlens(grid_thw)
         for i, blk in enumerate(self.blocks):
             x = blk(x, cos, sin, cu_full if i in cfg.fullatt_block_indexes else cu_win)

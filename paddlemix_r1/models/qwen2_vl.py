@@ -16,6 +16,7 @@ from paddlemix_r1.models.vision_common import (
     VisionAttention,
     frame_cu_seqlens,
     vision_hw_ids,
+    vision_rotary_tables,
 )
 
 
@@ -55,8 +56,8 @@ class Qwen2VisionTransformer(nn.Layer):
     def forward(self, pixel_values: paddle.Tensor, grid_thw: np.ndarray) -> paddle.Tensor:
         """pixel_values (N, C*T*P*P), grid_thw (n, 3) host array -> merged tokens (N / merge^2, out_hidden)."""
         x = self.patch_embed(pixel_values)  # (N, E)
-        hw = paddle.to_tensor(vision_hw_ids(grid_thw, self.cfg.spatial_merge_size))  # (N, 2)
-        cos, sin = ops.vision_cos_sin(hw, self.inv_freq)  # (N, hd)
+        hw = vision_hw_ids(grid_thw, self.cfg.spatial_merge_size)  # (N, 2)
+        cos, sin = vision_rotary_tables(hw, self.inv_freq, self.cfg.num_heads)  # (1, N, 2 nh, hd)
         cu = frame_cu_seqlens(grid_thw)
         for blk in self.blocks:
             x = blk(x, cos, sin, cu)

@@ -28,6 +28,12 @@ class PatchEmbed(nn.Layer):
         return paddle.matmul(pixel_values, w, transpose_y=True)  # (N, E)
 
 
+def vision_rotary_tables(hw: np.ndarray, inv_freq: paddle.Tensor, num_heads: int) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """Rotary tables for (N, 2) patch coordinates, expanded once for q and k of every block: (1, N, 2 nh, hd)."""
+    cos, sin = ops.vision_cos_sin(paddle.to_tensor(hw), inv_freq)  # (N, hd)
+    return ops.expand_tables(cos.unsqueeze(0), sin.unsqueeze(0), 2 * num_heads)
+
+
 def vision_hw_ids(grid_thw: np.ndarray, merge: int) -> np.ndarray:
     """(h, w) patch coordinates (N, 2) in the processor's patch order (merge x merge blocks, row-major)."""
     out = []
@@ -59,7 +65,7 @@ class VisionAttention(nn.Layer):
         n = x.shape[0]
         qkv = self.qkv(x).reshape([n, 3, self.nh, self.hd])  # (N, 3, nh, hd)
         q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # (N, nh, hd)
-        q, k = ops.apply_rotary(q.unsqueeze(0), k.unsqueeze(0), cos.unsqueeze(0), sin.unsqueeze(0))
+        q, k = ops.apply_rotary(q.unsqueeze(0), k.unsqueeze(0), cos, sin)  # tables (1, N, 2 nh, hd)
         out = ops.varlen_attention(q[0], k[0], v, cu_seqlens, self.scale)  # (N, nh, hd)
         return self.proj(out.reshape([n, self.nh * self.hd]))
 

@@ -8,8 +8,8 @@ from paddlemix_r1.ops.activations import ACTIVATIONS, gelu, quick_gelu, swiglu
 from paddlemix_r1.ops.attention import attention, causal_padding_mask, varlen_attention
 from paddlemix_r1.ops.dispatch import device_kind, implementation, override, reset
 from paddlemix_r1.ops.norms import layer_norm, rms_norm
+from paddlemix_r1.ops.rotary import apply_rotary, expand_tables, inv_freq, mrope_cos_sin, vision_cos_sin
 from paddlemix_r1.ops.softmax import log_softmax
-from paddlemix_r1.ops.rotary import apply_rotary, inv_freq, mrope_cos_sin, vision_cos_sin
 
 __all__ = [
     "ACTIVATIONS",
@@ -17,6 +17,7 @@ __all__ = [
     "attention",
     "causal_padding_mask",
     "device_kind",
+    "expand_tables",
     "gelu",
     "implementation",
     "inv_freq",

@@ -98,6 +98,7 @@ def test_cached_decode_logits_equal_full_forward(pair):
     mask = batch["attention_mask"]
     next_pos = mask.sum(axis=1) + deltas
     ids = batch["input_ids"]
+    tok = None
     for s in range(steps):
         if s > 0:
             mask = paddle.concat([mask, paddle.ones([2, 1], "int64")], axis=1)

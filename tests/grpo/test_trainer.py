@@ -7,7 +7,6 @@ import glob
 import os
 
 import numpy as np
-import paddle
 import pytest
 
 from paddlemix_r1.data.synthetic import counting_rows
