@@ -73,15 +73,24 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from paddlemix_r1.grpo.config import GRPOConfig
-    from paddlemix_r1.grpo.trainer import GRPOTrainer
+    """GRPO training; under ``paddle.distributed.launch`` every rank runs this (see docs/distributed.md)."""
+    from paddlemix_r1.distributed import get_env, run_guarded
 
-    cfg = GRPOConfig.load(args.config, args.overrides)
-    history = GRPOTrainer(cfg).train()
-    if history:
-        last = history[-1]
-        print(f"done: step {int(last['step'])}, reward {last['reward']:.4f}, checkpoints in {cfg.output_dir}")
-    return 0
+    def train() -> int:
+        from paddlemix_r1.grpo.config import GRPOConfig
+        from paddlemix_r1.grpo.trainer import GRPOTrainer
+
+        cfg = GRPOConfig.load(args.config, args.overrides)
+        history = GRPOTrainer(cfg).train()
+        env = get_env()
+        if env.is_main and history:
+            last = history[-1]
+            print(f"done: step {int(last['step'])} on {env.world_size} rank(s), reward {last['reward']:.4f}, "
+                  f"checkpoints in {cfg.output_dir}")
+        return 0
+
+    # A failure on any rank is reported to the others and ends this process at once (non-zero).
+    return run_guarded(train)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
