@@ -65,7 +65,11 @@ def prefill(model: VLModelBase, batch: dict, max_new_tokens: int):
 
 
 def decode_one_token(model: VLModelBase, token: paddle.Tensor, attention_mask, position: paddle.Tensor, cache: KVCache):
-    """One decode step for all rows: token (N,), attention_mask (N, K), position (N,) -> logits (N, V)."""
+    """One decode step for all rows: token (N,), position (N,) -> logits (N, V).
+
+    attention_mask (N, K): 1 for cached positions to attend to, including this token's. K may be
+    the cache's full length (the not yet written tail 0): then no cache slice is copied per layer.
+    """
     pos = position.reshape([1, -1, 1]).expand([3, -1, 1])  # (3, N, 1): text advances all axes together
     out = model(input_ids=token.unsqueeze(-1), attention_mask=attention_mask, position_ids=pos, cache=cache,
                 logits_to_keep=1)
@@ -111,10 +115,12 @@ def generate(
             eos_t = paddle.to_tensor(eos, dtype="int64") if eos else None
             done = paddle.zeros([n], dtype="bool")
             tokens, logps = [], []
-            mask = prompt_mask
+            length = prompt_mask.shape[1]
+            # Full-length key mask, filled in as tokens are written: decode steps read whole cache buffers.
+            mask = paddle.concat([prompt_mask, paddle.zeros([n, max_new_tokens], "int64")], axis=1)  # (N, L + T)
             for step in range(max_new_tokens):
                 if step > 0:
-                    mask = paddle.concat([mask, paddle.ones([n, 1], "int64")], axis=1)  # (N, L + step)
+                    mask[:, length + step - 1] = 1  # token step-1 is written at position L + step - 1
                     logits = decode_one_token(model, tokens[-1], mask, next_pos + step - 1, cache)
                 tok, lp = sample(logits, do_sample, temperature, top_k, top_p)
                 tok = paddle.where(done, paddle.full_like(tok, pad_token_id), tok)

@@ -6,6 +6,7 @@ import paddle
 import paddle.nn.functional as F
 
 from paddlemix_r1 import ops
+from paddlemix_r1.ops.precision import fp32_region
 
 NEG_INF = float("-inf")
 
@@ -44,7 +45,7 @@ def sample(
     full vocabulary — the quantity the GRPO trainer recomputes (top-k / top-p shape the draw, not the
     log-prob, as in TRL and vLLM).
     """
-    with paddle.amp.auto_cast(enable=False):
+    with fp32_region():
         scaled = logits.astype("float32") / max(temperature, 1e-6)  # (N, V)
         logprobs = ops.log_softmax(scaled, axis=-1)  # (N, V)
         if do_sample:

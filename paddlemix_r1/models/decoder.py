@@ -46,14 +46,20 @@ class KVCache:
     def batch(self) -> int:
         return int(self.k[0].shape[0])
 
-    def write(self, layer: int, k: paddle.Tensor, v: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
-        """Store k, v (B, nkv, L, hd) at [length, length+L); return keys/values (B, nkv, length+L, hd)."""
+    def write(self, layer: int, k: paddle.Tensor, v: paddle.Tensor, kv_len: int | None = None
+              ) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """Store k, v (B, nkv, L, hd) at [length, length+L); return the first ``kv_len`` positions
+        (default length+L) of keys/values, (B, nkv, kv_len, hd). ``kv_len == max_len`` returns the
+        whole buffers without a copy: decode steps attend over them with the unused tail masked."""
         end = self.length + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"KV cache overflow: need {end} positions, allocated {self.max_len}")
         self.k[layer][:, :, self.length : end] = k
         self.v[layer][:, :, self.length : end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+        kv_len = end if kv_len is None else kv_len
+        if kv_len == self.max_len:
+            return self.k[layer], self.v[layer]
+        return self.k[layer][:, :, :kv_len], self.v[layer][:, :, :kv_len]
 
     def repeat_interleave(self, repeats: int) -> None:
         """Expand every row ``repeats`` times in place (group prefix sharing: one prompt, G rows)."""
@@ -79,7 +85,7 @@ class Attention(nn.Layer):
         q, k = ops.apply_rotary(q, k, cos, sin)
         k, v = k.transpose([0, 2, 1, 3]), v.transpose([0, 2, 1, 3])  # (B, nkv, L, hd)
         if cache is not None:
-            k, v = cache.write(layer_idx, k, v)  # (B, nkv, K, hd)
+            k, v = cache.write(layer_idx, k, v, kv_len=mask.shape[-1])  # (B, nkv, K, hd), K = mask's key length
         out = ops.attention(q, k, v, mask, self.scale)  # (B, L, nh, hd)
         return self.o_proj(out.reshape([b, length, self.nh * self.hd]))
 

@@ -11,6 +11,7 @@ import paddle
 import paddle.nn.functional as F
 
 from paddlemix_r1.ops.dispatch import get, register
+from paddlemix_r1.ops.precision import fp32_region
 
 NEG_INF = -1e30  # additive mask value; finite so a fully masked (pad) row stays finite
 
@@ -47,7 +48,7 @@ def attention_eager(
     g = nh // nkv
     # Scale the queries, not the (larger) score matrix.
     qt = (q * scale).reshape([b, lq, nkv, g, hd]).transpose([0, 2, 3, 1, 4]).reshape([b, nkv, g * lq, hd])  # (B, nkv, g*Lq, hd)
-    with paddle.amp.auto_cast(enable=False):
+    with fp32_region():
         scores = paddle.matmul(qt, k, transpose_y=True)  # (B, nkv, g*Lq, Lk)
         if scores.dtype != paddle.float32:
             scores = scores.astype("float32")

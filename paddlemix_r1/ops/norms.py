@@ -6,13 +6,14 @@ import paddle
 import paddle.nn.functional as F
 
 from paddlemix_r1.ops.dispatch import get, register
+from paddlemix_r1.ops.precision import fp32_region
 
 
 @register("rms_norm", "eager")
 def rms_norm_eager(x: paddle.Tensor, weight: paddle.Tensor, eps: float) -> paddle.Tensor:
     """weight * (x / sqrt(mean(x^2) + eps)); statistics in fp32, cast back before the weight (as HF)."""
     fp32 = x.dtype == paddle.float32
-    with paddle.amp.auto_cast(enable=False):
+    with fp32_region():
         xf = x if fp32 else x.astype("float32")  # skip no-op casts: the decode step is op-count bound
         var = (xf * xf).mean(axis=-1, keepdim=True)  # (..., 1); x*x, as Paddle's CPU pow is ~40x slower
         normed = xf * paddle.rsqrt(var + eps)
@@ -33,6 +34,6 @@ def rms_norm(x: paddle.Tensor, weight: paddle.Tensor, eps: float = 1e-6) -> padd
 
 def layer_norm(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, eps: float = 1e-6) -> paddle.Tensor:
     """LayerNorm over the last axis, computed in fp32."""
-    with paddle.amp.auto_cast(enable=False):
+    with fp32_region():
         out = F.layer_norm(x.astype("float32"), x.shape[-1:], weight.astype("float32"), bias.astype("float32"), eps)
     return out.astype(x.dtype)

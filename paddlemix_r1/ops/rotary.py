@@ -7,6 +7,7 @@ import numpy as np
 import paddle
 
 from paddlemix_r1.ops.dispatch import get, register
+from paddlemix_r1.ops.precision import fp32_region
 
 
 def inv_freq(dim: int, theta: float) -> paddle.Tensor:
@@ -33,7 +34,7 @@ def mrope_cos_sin(
     axis = paddle.to_tensor(mrope_axis_of_frequency(mrope_section))  # (hd/2,)
     if int(axis.shape[0]) != int(inv_freq_.shape[0]):
         raise ValueError(f"mrope_section {mrope_section} sums to {axis.shape[0]}, head_dim/2 is {inv_freq_.shape[0]}")
-    with paddle.amp.auto_cast(enable=False):
+    with fp32_region():
         pos = position_ids.astype("float32").transpose([1, 2, 0])  # (B, L, 3)
         pos = paddle.index_select(pos, axis, axis=-1)  # (B, L, hd/2): the axis each frequency reads
         freqs = pos * inv_freq_  # (B, L, hd/2)
@@ -43,7 +44,7 @@ def mrope_cos_sin(
 
 def vision_cos_sin(hw_ids: paddle.Tensor, inv_freq_: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
     """2-D rotary tables for vision patches. hw_ids: (N, 2) [h, w]; inv_freq_: (hd/4,). Returns (N, hd) fp32."""
-    with paddle.amp.auto_cast(enable=False):
+    with fp32_region():
         freqs = hw_ids.astype("float32").unsqueeze(-1) * inv_freq_  # (N, 2, hd/4)
         freqs = freqs.reshape([freqs.shape[0], -1])  # (N, hd/2): [h freqs | w freqs]
         emb = paddle.concat([freqs, freqs], axis=-1)  # (N, hd)
@@ -87,7 +88,7 @@ def apply_rotary_eager(
     rotate_half as a matmul.
     """
     nh = q.shape[2]
-    with paddle.amp.auto_cast(enable=False):
+    with fp32_region():
         c, s = (cos, sin) if cos.ndim == 4 else (cos.unsqueeze(2), sin.unsqueeze(2))  # (B, L, H or 1, hd)
         qk = paddle.concat([q, k], axis=2)  # (B, L, nh + nkv, hd)
         if qk.dtype != paddle.float32:
