@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import paddle
 
 from paddlemix_r1.generation.sampling import sample
-from paddlemix_r1.models.decoder import KVCache, VLModelBase
+from paddlemix_r1.models.decoder import KVCache, VLModelBase, pack_projections
 
 
 @dataclass
@@ -101,7 +101,7 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        with _seeded(seed):
+        with _seeded(seed), pack_projections(model.model):
             logits, cache, prompt_pos, deltas = prefill(model, batch, max_new_tokens)
             prompt_mask = batch["attention_mask"].astype("int64")
             if g > 1:  # group prefix sharing: expand the prefilled cache, not the prompt

@@ -7,6 +7,8 @@ Parameter names follow the published checkpoints (``model.layers.N.self_attn.q_p
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,12 +78,18 @@ class Attention(nn.Layer):
         self.v_proj = nn.Linear(cfg.hidden_size, self.nkv * self.hd)
         self.o_proj = nn.Linear(self.nh * self.hd, cfg.hidden_size, bias_attr=False)
         self.scale = self.hd**-0.5
+        self.packed: tuple[paddle.Tensor, paddle.Tensor] | None = None  # see pack_projections
 
     def forward(self, x, cos, sin, mask, cache: KVCache | None, layer_idx: int):
         b, length, _ = x.shape
-        q = self.q_proj(x).reshape([b, length, self.nh, self.hd])  # (B, L, nh, hd)
-        k = self.k_proj(x).reshape([b, length, self.nkv, self.hd])  # (B, L, nkv, hd)
-        v = self.v_proj(x).reshape([b, length, self.nkv, self.hd])
+        if self.packed is not None:  # one GEMM for q, k, v (rollout)
+            qkv = paddle.nn.functional.linear(x, *self.packed)  # (B, L, (nh + 2 nkv) hd)
+            q, k, v = paddle.split(qkv, [self.nh * self.hd, self.nkv * self.hd, self.nkv * self.hd], axis=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.reshape([b, length, self.nh, self.hd])  # (B, L, nh, hd)
+        k = k.reshape([b, length, self.nkv, self.hd])  # (B, L, nkv, hd)
+        v = v.reshape([b, length, self.nkv, self.hd])
         q, k = ops.apply_rotary(q, k, cos, sin)
         k, v = k.transpose([0, 2, 1, 3]), v.transpose([0, 2, 1, 3])  # (B, nkv, L, hd)
         if cache is not None:
@@ -97,9 +105,35 @@ class MLP(nn.Layer):
         self.gate_proj = nn.Linear(hidden, inter, bias_attr=b)
         self.up_proj = nn.Linear(hidden, inter, bias_attr=b)
         self.down_proj = nn.Linear(inter, hidden, bias_attr=b)
+        self.packed: tuple[paddle.Tensor, paddle.Tensor | None] | None = None  # see pack_projections
 
     def forward(self, x):
-        return self.down_proj(ops.swiglu(self.gate_proj(x), self.up_proj(x)))
+        if self.packed is not None:  # one GEMM for gate and up (rollout)
+            gate, up = paddle.nn.functional.linear(x, *self.packed).chunk(2, axis=-1)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(ops.swiglu(gate, up))
+
+
+@contextlib.contextmanager
+def pack_projections(decoder: nn.Layer) -> Iterator[None]:
+    """Inside the block, each decoder layer computes q/k/v with one GEMM and gate/up with another,
+    from weights concatenated on entry (fewer, larger ops: the CPU decode step is op-count bound).
+    For inference only: the packed copies do not follow weight updates and are dropped on exit."""
+    attn = [m for m in decoder.sublayers() if isinstance(m, Attention)]
+    mlps = [m for m in decoder.sublayers() if isinstance(m, MLP)]
+    with paddle.no_grad():
+        for a in attn:
+            a.packed = (paddle.concat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight], axis=1),
+                        paddle.concat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]))
+        for m in mlps:
+            bias = None if m.gate_proj.bias is None else paddle.concat([m.gate_proj.bias, m.up_proj.bias])
+            m.packed = (paddle.concat([m.gate_proj.weight, m.up_proj.weight], axis=1), bias)
+    try:
+        yield
+    finally:
+        for m in attn + mlps:
+            m.packed = None
 
 
 class DecoderLayer(nn.Layer):
