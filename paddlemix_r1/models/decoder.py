@@ -33,25 +33,25 @@ class RMSNorm(nn.Layer):
 class KVCache:
     """Preallocated keys/values for every layer, written at explicit positions.
 
-    k[layer], v[layer]: (B, n_kv_heads, max_len, head_dim), head-major so attention reads them
+    k[layer], v[layer]: (n_kv_heads, B, max_len, head_dim), head-first so attention reads them
     without a transpose. ``length`` is how many positions hold data; a forward with the cache
     writes positions [length, length + L) and advances it.
     """
 
     def __init__(self, num_layers: int, batch: int, max_len: int, n_kv: int, head_dim: int, dtype: str):
-        self.k = [paddle.zeros([batch, n_kv, max_len, head_dim], dtype) for _ in range(num_layers)]
-        self.v = [paddle.zeros([batch, n_kv, max_len, head_dim], dtype) for _ in range(num_layers)]
+        self.k = [paddle.zeros([n_kv, batch, max_len, head_dim], dtype) for _ in range(num_layers)]
+        self.v = [paddle.zeros([n_kv, batch, max_len, head_dim], dtype) for _ in range(num_layers)]
         self.length = 0
         self.max_len = max_len
 
     @property
     def batch(self) -> int:
-        return int(self.k[0].shape[0])
+        return int(self.k[0].shape[1])
 
     def write(self, layer: int, k: paddle.Tensor, v: paddle.Tensor, kv_len: int | None = None
               ) -> tuple[paddle.Tensor, paddle.Tensor]:
-        """Store k, v (B, nkv, L, hd) at [length, length+L); return the first ``kv_len`` positions
-        (default length+L) of keys/values, (B, nkv, kv_len, hd). ``kv_len == max_len`` returns the
+        """Store k, v (nkv, B, L, hd) at [length, length+L); return the first ``kv_len`` positions
+        (default length+L) of keys/values, (nkv, B, kv_len, hd). ``kv_len == max_len`` returns the
         whole buffers without a copy: decode steps attend over them with the unused tail masked."""
         end = self.length + k.shape[2]
         if end > self.max_len:
@@ -65,8 +65,8 @@ class KVCache:
 
     def repeat_interleave(self, repeats: int) -> None:
         """Expand every row ``repeats`` times in place (group prefix sharing: one prompt, G rows)."""
-        self.k = [paddle.repeat_interleave(t, repeats, axis=0) for t in self.k]
-        self.v = [paddle.repeat_interleave(t, repeats, axis=0) for t in self.v]
+        self.k = [paddle.repeat_interleave(t, repeats, axis=1) for t in self.k]
+        self.v = [paddle.repeat_interleave(t, repeats, axis=1) for t in self.v]
 
 
 class Attention(nn.Layer):
@@ -91,9 +91,9 @@ class Attention(nn.Layer):
         k = k.reshape([b, length, self.nkv, self.hd])  # (B, L, nkv, hd)
         v = v.reshape([b, length, self.nkv, self.hd])
         q, k = ops.apply_rotary(q, k, cos, sin)
-        k, v = k.transpose([0, 2, 1, 3]), v.transpose([0, 2, 1, 3])  # (B, nkv, L, hd)
+        k, v = k.transpose([2, 0, 1, 3]), v.transpose([2, 0, 1, 3])  # (nkv, B, L, hd)
         if cache is not None:
-            k, v = cache.write(layer_idx, k, v, kv_len=mask.shape[-1])  # (B, nkv, K, hd), K = mask's key length
+            k, v = cache.write(layer_idx, k, v, kv_len=mask.shape[-1])  # (nkv, B, K, hd), K = mask's key length
         out = ops.attention(q, k, v, mask, self.scale)  # (B, L, nh, hd)
         return self.o_proj(out.reshape([b, length, self.nh * self.hd]))
 

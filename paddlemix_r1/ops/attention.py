@@ -1,7 +1,7 @@
 """Attention: padded causal (decoder, with KV cache) and block-diagonal variable length (vision).
 
-Queries come as (B, L, heads, head_dim); decoder keys/values come head-major (B, kv_heads, L,
-head_dim), the KV-cache layout, so decode steps read the cache without a transpose. Softmax in fp32.
+Queries come as (B, L, heads, head_dim); keys/values come head-first (kv_heads, B, L, head_dim), the
+KV-cache layout, so decode steps read the cache without a transpose. Softmax in fp32.
 """
 
 from __future__ import annotations
@@ -37,35 +37,37 @@ def causal_padding_mask(attention_mask: paddle.Tensor, q_len: int, dtype: str = 
 def attention_eager(
     q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: paddle.Tensor | None, scale: float
 ) -> paddle.Tensor:
-    """q: (B, Lq, nh, hd); k, v: (B, nkv, Lk, hd) head-major (the KV-cache layout), nh % nkv == 0 (GQA);
-    mask additive (B, 1, Lq, Lk) or None. Returns (B, Lq, nh, hd).
+    """q: (B, Lq, nh, hd); k, v: (nkv, B, Lk, hd), head-first (the KV-cache layout), nh % nkv == 0 (GQA);
+    mask additive (B, 1, Lq, Lk) (or (B, 1, 1, Lk) for key-only masks) or None. Returns (B, Lq, nh, hd).
 
-    The g = nh / nkv query heads sharing a key head are folded into the row axis, so each matmul is
-    a plain batched GEMM over (B, nkv) with contiguous operands (no broadcast, no repeated keys).
+    Scores are laid out (nkv, g, B, Lq, Lk) with g = nh / nkv: the g query heads sharing a key head
+    broadcast over k in the matmul (no repeated keys), and the mask is added along the LEADING axes
+    (Paddle's CPU kernels broadcast over leading axes ~3x faster than over middle ones: 15.6 vs 42.8 ms
+    for (8, 16, 196, 196) scores).
     """
     b, lq, nh, hd = q.shape
-    nkv, lk = k.shape[1], k.shape[2]
+    nkv, lk = k.shape[0], k.shape[2]
     g = nh // nkv
     # Scale the queries, not the (larger) score matrix.
-    qt = (q * scale).reshape([b, lq, nkv, g, hd]).transpose([0, 2, 3, 1, 4]).reshape([b, nkv, g * lq, hd])  # (B, nkv, g*Lq, hd)
+    qt = (q * scale).reshape([b, lq, nkv, g, hd]).transpose([2, 3, 0, 1, 4])  # (nkv, g, B, Lq, hd)
     with fp32_region():
-        scores = paddle.matmul(qt, k, transpose_y=True)  # (B, nkv, g*Lq, Lk)
+        scores = paddle.matmul(qt, k.unsqueeze(1), transpose_y=True)  # (nkv, g, B, Lq, Lk)
         if scores.dtype != paddle.float32:
             scores = scores.astype("float32")
         if mask is not None:
-            scores = (scores.reshape([b, nkv, g, lq, lk]) + mask.unsqueeze(1)).reshape([b, nkv, g * lq, lk])
+            scores = scores + mask.squeeze(1)  # (B, Lq or 1, Lk), broadcast over (nkv, g)
         probs = F.softmax(scores, axis=-1)
         if probs.dtype != q.dtype:
             probs = probs.astype(q.dtype)
-    out = paddle.matmul(probs, v)  # (B, nkv, g*Lq, hd)
-    return out.reshape([b, nkv, g, lq, hd]).transpose([0, 3, 1, 2, 4]).reshape([b, lq, nh, hd])
+    out = paddle.matmul(probs, v.unsqueeze(1))  # (nkv, g, B, Lq, hd)
+    return out.transpose([2, 3, 0, 1, 4]).reshape([b, lq, nh, hd])
 
 
 @register("attention", "fused")
 def attention_fused(
     q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: paddle.Tensor | None, scale: float
 ) -> paddle.Tensor:
-    kt, vt = k.transpose([0, 2, 1, 3]), v.transpose([0, 2, 1, 3])  # Paddle's kernel takes (B, L, H, D)
+    kt, vt = k.transpose([1, 2, 0, 3]), v.transpose([1, 2, 0, 3])  # Paddle's kernel takes (B, L, H, D)
     return F.scaled_dot_product_attention(
         q, kt, vt, attn_mask=None if mask is None else mask.astype(q.dtype), scale=scale, training=False
     )
@@ -101,7 +103,7 @@ def varlen_attention_eager(
     if (lens == lens[0]).all():  # equal segments (one image, or windows that tile the grid): a reshape
         s, m = len(lens), int(lens[0])
         qs, ks, vs = (t.reshape([s, m, t.shape[1], t.shape[2]]) for t in (q, k, v))  # (S, M, nh, hd)
-        out = attention_eager(qs, ks.transpose([0, 2, 1, 3]), vs.transpose([0, 2, 1, 3]), None, scale)
+        out = attention_eager(qs, ks.transpose([2, 0, 1, 3]), vs.transpose([2, 0, 1, 3]), None, scale)
         return out.reshape([s * m, q.shape[1], q.shape[2]])
     index, valid = _segment_layout(cu)
     s, m = index.shape
@@ -111,7 +113,7 @@ def varlen_attention_eager(
     if not valid.all():
         key_ok = paddle.to_tensor(valid)[:, None, None, :]  # (S, 1, 1, M)
         mask = paddle.where(key_ok, paddle.zeros([], "float32"), paddle.full([], NEG_INF, "float32"))
-    out = attention_eager(qs, ks.transpose([0, 2, 1, 3]), vs.transpose([0, 2, 1, 3]), mask, scale)  # (S, M, nh, hd)
+    out = attention_eager(qs, ks.transpose([2, 0, 1, 3]), vs.transpose([2, 0, 1, 3]), mask, scale)  # (S, M, nh, hd)
     out = out.reshape([s * m, q.shape[1], q.shape[2]])
     if valid.all():
         return out

@@ -64,7 +64,7 @@ def test_rotary_formula():
 
 
 def _naive_attention(q, k, v, allowed):
-    """q (B, Lq, nh, hd), k/v (B, nkv, Lk, hd), allowed (B, Lq, Lk) bool."""
+    """q (B, Lq, nh, hd), k/v (B, nkv, Lk, hd) numpy, allowed (B, Lq, Lk) bool."""
     g = q.shape[2] // k.shape[1]
     k = np.repeat(k, g, axis=1)
     v = np.repeat(v, g, axis=1)
@@ -77,10 +77,11 @@ def _naive_attention(q, k, v, allowed):
 
 def test_causal_padding_attention_gqa():
     b, lq, lk, nh, nkv, hd = 2, 3, 7, 4, 2, 8
-    q, k, v = t(b, lq, nh, hd), t(b, nkv, lk, hd), t(b, nkv, lk, hd)
+    q, k, v = t(b, lq, nh, hd), t(nkv, b, lk, hd), t(nkv, b, lk, hd)  # keys head-first
     am = paddle.to_tensor(np.array([[0, 0, 1, 1, 1, 1, 1], [1] * 7]))
     mask = ops.causal_padding_mask(am, lq)
     out = ops.attention(q, k, v, mask, hd**-0.5)
+    k, v = k.transpose([1, 0, 2, 3]), v.transpose([1, 0, 2, 3])  # (B, nkv, Lk, hd) for the naive formula
     qpos = np.arange(lk - lq, lk)[:, None]
     allowed = (np.arange(lk)[None] <= qpos)[None] & am.numpy().astype(bool)[:, None, :]
     np.testing.assert_allclose(out.numpy(), _naive_attention(q.numpy(), k.numpy(), v.numpy(), allowed), atol=1e-5)
@@ -118,7 +119,7 @@ def test_fused_matches_eager_on_gpu(op):
     args = {
         "rms_norm": lambda: (t(4, 64), t(64), 1e-6),
         "rotary": lambda: (t(2, 5, 4, 16), t(2, 5, 2, 16), t(2, 5, 16), t(2, 5, 16)),
-        "attention": lambda: (t(2, 6, 4, 16), t(2, 2, 6, 16), t(2, 2, 6, 16), None, 0.25),
+        "attention": lambda: (t(2, 6, 4, 16), t(2, 2, 6, 16), t(2, 2, 6, 16), None, 0.25),  # k, v (nkv, B, L, hd)
         "varlen_attention": lambda: (t(14, 2, 16), t(14, 2, 16), t(14, 2, 16), np.array([0, 5, 14]), 0.25),
         "swiglu": lambda: (t(4, 32), t(4, 32)),
         "log_softmax": lambda: (t(4, 100), -1),
