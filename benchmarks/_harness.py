@@ -33,6 +33,24 @@ def token_ids(vocab: int) -> dict[str, int]:
             "vision_end_token_id": vocab - 4}
 
 
+def image_prompt(args: argparse.Namespace, text_before: int, text_after: int) -> dict:
+    """One prompt with one ``args.image`` x ``args.image`` random image: numpy arrays of a model batch."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    grid = args.image // 14
+    t = token_ids(args.vocab)
+    ids = ([*rng.integers(5, args.vocab - 10, text_before), t["vision_start_token_id"]]
+           + [t["image_token_id"]] * (grid * grid // 4)
+           + [t["vision_end_token_id"], *rng.integers(5, args.vocab - 10, text_after)])
+    return {
+        "input_ids": np.array([ids], np.int64),
+        "attention_mask": np.ones((1, len(ids)), np.int64),
+        "pixel_values": rng.standard_normal((grid * grid, 1176)).astype("float32"),
+        "image_grid_thw": np.array([[1, grid, grid]], np.int64),
+    }
+
+
 def make_hf_checkpoint(args: argparse.Namespace, out_dir: str) -> None:
     """A random transformers model of either family, saved with save_pretrained (run in the torch side)."""
     import torch

@@ -14,26 +14,23 @@ import argparse
 import os
 import sys
 
-from _harness import add_model_flags, dispatch_side, hf_model_class, paddle_side_setup, run_sides, timed, token_ids
+from _harness import (
+    add_model_flags,
+    dispatch_side,
+    hf_model_class,
+    image_prompt,
+    paddle_side_setup,
+    run_sides,
+    timed,
+    token_ids,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
 
-def inputs(args):
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    grid = args.image // 14
-    n_img_tokens = grid * grid // 4
-    ids = ([*rng.integers(0, args.vocab - 10, 20)] + [token_ids(args.vocab)["image_token_id"]] * n_img_tokens
-           + [*rng.integers(0, args.vocab - 10, args.text)])
-    return {
-        "input_ids": np.array([ids], np.int64),
-        "attention_mask": np.ones((1, len(ids)), np.int64),
-        "pixel_values": rng.standard_normal((grid * grid, 1176)).astype("float32"),
-        "image_grid_thw": np.array([[1, grid, grid]], np.int64),
-    }
+def inputs(args) -> dict:
+    return image_prompt(args, 20, args.text)
 
 
 def run_torch(args, ckpt: str) -> float:
@@ -42,7 +39,7 @@ def run_torch(args, ckpt: str) -> float:
     torch.set_num_threads(args.threads)
     model = hf_model_class(args.family).from_pretrained(ckpt, dtype=torch.float32).train()
     batch = {k: torch.from_numpy(v) for k, v in inputs(args).items()}
-    batch["mm_token_type_ids"] = (batch["input_ids"] == args.vocab - 1).int()
+    batch["mm_token_type_ids"] = (batch["input_ids"] == token_ids(args.vocab)["image_token_id"]).int()
 
     def step():
         model.zero_grad(set_to_none=True)

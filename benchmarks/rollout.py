@@ -14,24 +14,23 @@ import os
 import sys
 
 import numpy as np
-from _harness import add_model_flags, dispatch_side, hf_model_class, paddle_side_setup, run_sides, timed, token_ids
+from _harness import (
+    add_model_flags,
+    dispatch_side,
+    hf_model_class,
+    image_prompt,
+    paddle_side_setup,
+    run_sides,
+    timed,
+    token_ids,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
 
 def inputs(args) -> dict:
-    rng = np.random.default_rng(0)
-    grid = args.image // 14
-    t = token_ids(args.vocab)
-    ids = ([1, 2, 3, t["vision_start_token_id"]] + [t["image_token_id"]] * (grid * grid // 4)
-           + [t["vision_end_token_id"], *rng.integers(5, 3000, 24)])
-    return {
-        "input_ids": np.array([ids], np.int64),
-        "attention_mask": np.ones((1, len(ids)), np.int64),
-        "pixel_values": rng.standard_normal((grid * grid, 1176)).astype("float32"),
-        "image_grid_thw": np.array([[1, grid, grid]], np.int64),
-    }
+    return image_prompt(args, 3, 24)
 
 
 def run_torch(args, ckpt: str) -> float:
