@@ -109,10 +109,8 @@ class MLP(nn.Layer):
 
     def forward(self, x):
         if self.packed is not None:  # one GEMM for gate and up (rollout)
-            gate, up = paddle.nn.functional.linear(x, *self.packed).chunk(2, axis=-1)
-        else:
-            gate, up = self.gate_proj(x), self.up_proj(x)
-        return self.down_proj(ops.swiglu(gate, up))
+            return self.down_proj(ops.swiglu_packed(paddle.nn.functional.linear(x, *self.packed)))
+        return self.down_proj(ops.swiglu(self.gate_proj(x), self.up_proj(x)))
 
 
 @contextlib.contextmanager

@@ -4,7 +4,7 @@ from paddlemix_r1._runtime import configure_paddle
 
 configure_paddle()
 
-from paddlemix_r1.ops.activations import ACTIVATIONS, gelu, quick_gelu, swiglu
+from paddlemix_r1.ops.activations import ACTIVATIONS, gelu, quick_gelu, swiglu, swiglu_packed
 from paddlemix_r1.ops.attention import attention, causal_padding_mask, varlen_attention
 from paddlemix_r1.ops.dispatch import device_kind, implementation, override, reset
 from paddlemix_r1.ops.norms import layer_norm, rms_norm
@@ -29,6 +29,7 @@ __all__ = [
     "reset",
     "rms_norm",
     "swiglu",
+    "swiglu_packed",
     "varlen_attention",
     "vision_cos_sin",
 ]

@@ -46,7 +46,7 @@ def attention_eager(
     for (8, 16, 196, 196) scores).
     """
     b, lq, nh, hd = q.shape
-    nkv, lk = k.shape[0], k.shape[2]
+    nkv = k.shape[0]
     g = nh // nkv
     # Scale the queries, not the (larger) score matrix.
     qt = (q * scale).reshape([b, lq, nkv, g, hd]).transpose([2, 3, 0, 1, 4])  # (nkv, g, B, Lq, hd)

@@ -21,10 +21,20 @@ def t(*shape):
     return paddle.to_tensor(rng.standard_normal(shape).astype("float32"))
 
 
-def test_cpu_uses_eager_everywhere():
+def test_cpu_uses_eager_except_cpu_safe_fused_kernels():
     if ops.device_kind() == "cpu":
-        for op in ("rms_norm", "rotary", "attention", "varlen_attention", "swiglu", "log_softmax"):
+        for op in ("rms_norm", "rotary", "attention", "varlen_attention", "log_softmax"):
             assert ops.implementation(op) == "eager", op
+        assert ops.implementation("swiglu") == "fused"  # Paddle's CPU build has this kernel
+
+
+@pytest.mark.parametrize("impl", ["eager", "fused"])
+def test_swiglu_packed(impl):
+    x = t(3, 2, 16)
+    with ops.override(swiglu=impl):
+        got = ops.swiglu_packed(x).numpy()
+    g, u = x.numpy()[..., :8], x.numpy()[..., 8:]
+    np.testing.assert_allclose(got, g / (1 + np.exp(-g)) * u, atol=1e-6)
 
 
 def test_override_pins_and_restores():
