@@ -32,16 +32,27 @@ class RolloutInputs:
 
 
 def completion_logprobs(
-    model, inp: RolloutInputs, temperature: float, chunk_size: int = 512, with_entropy: bool = False
+    model, inp: RolloutInputs, temperature: float, chunk_size: int = 512, with_entropy: bool = False,
+    shared_prefix: bool = True,
 ) -> paddle.Tensor | tuple[paddle.Tensor, paddle.Tensor]:
-    """log p(completion token t | prefix) / temperature-scaled, (N, T) fp32 (and entropies (N, T))."""
+    """log p(completion token t | prefix) / temperature-scaled, (N, T) fp32 (and entropies (N, T)).
+
+    ``shared_prefix`` (default): each prompt's decoder pass runs once for its G completions
+    (``model.shared_prefix_hidden``); False runs the plain forward over every row's prompt +
+    completion, the reference the shared path is tested against.
+    """
     n, length = inp.prompt_ids.shape
     t = inp.completion_ids.shape[1]
-    full = paddle.concat([inp.prompt_ids, inp.completion_ids], axis=1)  # (N, L + T)
-    out = model(input_ids=full, attention_mask=inp.attention_mask, position_ids=inp.position_ids,
-                pixel_values=inp.pixel_values, image_grid_thw=inp.image_grid_thw, group_size=inp.group_size,
-                prompt_length=length, return_logits=False)
-    hidden = out.hidden_states[:, length - 1:length + t - 1]  # (N, T, H): positions that predict each token
+    if shared_prefix:
+        hidden = model.shared_prefix_hidden(inp.prompt_ids, inp.completion_ids, inp.attention_mask,
+                                            inp.position_ids, inp.group_size, inp.pixel_values,
+                                            inp.image_grid_thw)  # (N, T, H)
+    else:
+        full = paddle.concat([inp.prompt_ids, inp.completion_ids], axis=1)  # (N, L + T)
+        out = model(input_ids=full, attention_mask=inp.attention_mask, position_ids=inp.position_ids,
+                    pixel_values=inp.pixel_values, image_grid_thw=inp.image_grid_thw, group_size=inp.group_size,
+                    prompt_length=length, return_logits=False)
+        hidden = out.hidden_states[:, length - 1:length + t - 1]  # (N, T, H): positions that predict each token
     h = hidden.reshape([n * t, hidden.shape[-1]])  # (N*T, H)
     weight = model.lm_head.weight  # (V, H)
     index = inp.completion_ids.reshape([-1])  # (N*T,)

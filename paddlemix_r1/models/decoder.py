@@ -80,7 +80,10 @@ class Attention(nn.Layer):
         self.scale = self.hd**-0.5
         self.packed: tuple[paddle.Tensor, paddle.Tensor] | None = None  # see pack_projections
 
-    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer_idx: int):
+    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer_idx: int, prefix=None, return_kv=False):
+        """``prefix`` (k, v), each (nkv, B, P, hd): keys/values of earlier positions computed elsewhere
+        (a shared prompt) that this call's queries attend to before their own. ``return_kv``: also
+        return this call's (k, v)."""
         b, length, _ = x.shape
         if self.packed is not None:  # one GEMM for q, k, v (rollout)
             qkv = paddle.nn.functional.linear(x, *self.packed)  # (B, L, (nh + 2 nkv) hd)
@@ -92,10 +95,13 @@ class Attention(nn.Layer):
         v = v.reshape([b, length, self.nkv, self.hd])
         q, k = ops.apply_rotary(q, k, cos, sin)
         k, v = k.transpose([2, 0, 1, 3]), v.transpose([2, 0, 1, 3])  # (nkv, B, L, hd)
+        own = (k, v)
         if cache is not None:
             k, v = cache.write(layer_idx, k, v, kv_len=mask.shape[-1])  # (nkv, B, K, hd), K = mask's key length
-        out = ops.attention(q, k, v, mask, self.scale)  # (B, L, nh, hd)
-        return self.o_proj(out.reshape([b, length, self.nh * self.hd]))
+        if prefix is not None:
+            k, v = paddle.concat([prefix[0], k], axis=2), paddle.concat([prefix[1], v], axis=2)  # (nkv, B, P + L, hd)
+        out = self.o_proj(ops.attention(q, k, v, mask, self.scale).reshape([b, length, self.nh * self.hd]))
+        return (out, *own) if return_kv else out
 
 
 class MLP(nn.Layer):
@@ -142,9 +148,15 @@ class DecoderLayer(nn.Layer):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask, cache, layer_idx):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer_idx)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(self, x, cos, sin, mask, cache, layer_idx, prefix_k=None, prefix_v=None, return_kv=False):
+        prefix = None if prefix_k is None else (prefix_k, prefix_v)
+        attn = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer_idx, prefix, return_kv)
+        kv = ()
+        if return_kv:
+            attn, *kv = attn
+        x = x + attn
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return (x, *kv) if return_kv else x
 
 
 class Decoder(nn.Layer):
@@ -159,23 +171,35 @@ class Decoder(nn.Layer):
         self.register_buffer("inv_freq", ops.inv_freq(cfg.head_dim, cfg.rope_theta), persistable=False)
         self.recompute = False
 
-    def forward(self, embeds, position_ids, attention_mask, cache: KVCache | None = None):
-        """embeds (B, L, H); position_ids (3, B, L); attention_mask (B, K) over cache + new tokens."""
+    def forward(self, embeds, position_ids, attention_mask, cache: KVCache | None = None,
+                prefix_kv: list | None = None, return_kv: bool = False):
+        """embeds (B, L, H); position_ids (3, B, L); attention_mask (B, K) over cache (or prefix) + new tokens.
+
+        ``prefix_kv``: per layer (k, v) (nkv, B, P, hd) of P earlier positions to attend to (no cache).
+        ``return_kv``: also return each layer's (k, v) of these positions, for use as a prefix.
+        """
         cos, sin = ops.mrope_cos_sin(position_ids, self.inv_freq, self.cfg.mrope_section)  # (B, L, hd)
         heads = self.cfg.num_attention_heads + self.cfg.num_key_value_heads
         cos, sin = ops.expand_tables(cos, sin, heads)  # (B, L, nh + nkv, hd), shared by all layers
         mask = ops.causal_padding_mask(attention_mask, embeds.shape[1])  # (B, 1, L, K)
         x = embeds
+        kvs = []
         for i, layer in enumerate(self.layers):
+            pk, pv = prefix_kv[i] if prefix_kv is not None else (None, None)
             if self.recompute and self.training:
                 from paddle.distributed.fleet.utils import recompute
 
-                x = recompute(layer, x, cos, sin, mask, None, i)
+                out = recompute(layer, x, cos, sin, mask, None, i, pk, pv, return_kv)
             else:
-                x = layer(x, cos, sin, mask, cache, i)
+                out = layer(x, cos, sin, mask, cache, i, pk, pv, return_kv)
+            if return_kv:
+                x, k, v = out
+                kvs.append((k, v))
+            else:
+                x = out
         if cache is not None:
             cache.length += embeds.shape[1]
-        return self.norm(x)
+        return (self.norm(x), kvs) if return_kv else self.norm(x)
 
 
 class LMHead(nn.Layer):
@@ -324,6 +348,31 @@ class VLModelBase(nn.Layer):
             h = hidden if logits_to_keep is None else hidden[:, -logits_to_keep:]
             logits = self.lm_head(h)  # (B, L or k, V)
         return ModelOutput(logits=logits, hidden_states=hidden, position_ids=position_ids, rope_deltas=deltas)
+
+    def shared_prefix_hidden(
+        self, prompt_ids, completion_ids, attention_mask, position_ids, group_size: int,
+        pixel_values=None, image_grid_thw=None,
+    ) -> paddle.Tensor:
+        """Final hidden states of the positions that predict each completion token, (N, T, H), with
+        each prompt computed ONCE for its G completions (rows i*G .. i*G+G-1 share prompt i).
+
+        prompt_ids (N, L) left-padded, completion_ids (N, T), attention_mask (N, L + T),
+        position_ids (3, N, L + T): the rollout's. Same numbers as the full forward over prompt +
+        completion (tested); the prompt's keys/values are repeated into the G rows, so gradients of
+        all G rows flow back into one prompt pass.
+        """
+        g, length = group_size, prompt_ids.shape[1]
+        embeds = self.embed(prompt_ids[::g], pixel_values, image_grid_thw)  # (B, L, H)
+        h_prompt, kvs = self.model(embeds, position_ids[:, ::g, :length], attention_mask[::g, :length],
+                                   return_kv=True)  # (B, L, H), per layer (nkv, B, L, hd)
+        if g > 1:
+            kvs = [(paddle.repeat_interleave(k, g, axis=1), paddle.repeat_interleave(v, g, axis=1)) for k, v in kvs]
+        h_comp = self.model(self.model.embed_tokens(completion_ids), position_ids[:, :, length:], attention_mask,
+                            prefix_kv=kvs)  # (N, T, H)
+        last = h_prompt[:, -1:]  # (B, 1, H): the last prompt token (left padding) predicts completion token 0
+        if g > 1:
+            last = paddle.repeat_interleave(last, g, axis=0)  # (N, 1, H)
+        return paddle.concat([last, h_comp[:, :-1]], axis=1)  # (N, T, H)
 
     # ----- weights -----
     def init_weights(self, std: float = 0.02, seed: int | None = None) -> None:

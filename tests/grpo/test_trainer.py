@@ -171,3 +171,33 @@ def test_config_yaml_and_overrides(tmp_path):
         GRPOConfig.load(None, ["nope=1"])
     with pytest.raises(ValueError, match="divisible"):
         GRPOConfig(prompts_per_step=3, gradient_accumulation_steps=2)
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_shared_prefix_logprobs_and_gradients_equal_full_forward(tiny, recompute):
+    """Each prompt computed once for its G completions gives the plain forward's log-probs and gradients."""
+    proc = Processor.from_pretrained(tiny)
+    model = from_pretrained(tiny)
+    rows = counting_rows(2, seed=7)
+    rows[0]["images"] = [rows[0]["images"][0].resize((150, 90))]  # different sizes -> left padding
+    convs = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r["problem"]}]}] for r in rows]
+    batch = proc(convs, [r["images"] for r in rows])
+    out = generate(model, batch, max_new_tokens=7, do_sample=True, num_return_sequences=3,
+                   eos_token_id=proc.eos_token_id, pad_token_id=proc.pad_token_id, seed=1)
+    inp = RolloutInputs(out.prompt_ids, out.completion_ids, out.attention_mask, out.position_ids,
+                        batch["pixel_values"], batch["image_grid_thw"], 3)
+    mask = out.completion_mask.astype("float32")
+    model.train()
+    model.model.recompute = recompute
+    results = []
+    for shared in (True, False):
+        model.clear_gradients(set_to_zero=False)
+        lp = completion_logprobs(model, inp, temperature=0.9, shared_prefix=shared)
+        (lp * mask).sum().backward()
+        grads = {n: p.grad.numpy().copy() for n, p in model.named_parameters() if p.grad is not None}
+        results.append(((lp * mask).numpy(), grads))
+    (lp_s, g_s), (lp_f, g_f) = results
+    np.testing.assert_allclose(lp_s, lp_f, atol=1e-5)
+    assert g_s.keys() == g_f.keys() and any(n.startswith("visual.") for n in g_s)
+    for n in g_f:
+        np.testing.assert_allclose(g_s[n], g_f[n], rtol=1e-3, atol=1e-5, err_msg=n)
