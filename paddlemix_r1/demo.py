@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 
@@ -102,7 +101,6 @@ def _plot(values: list[float], path: str, title: str) -> None:
 def run_demo(output_dir: str, settings: DemoSettings | None = None) -> dict:
     import paddle
 
-    from paddlemix_r1.grpo.checkpoint import PROCESSOR_FILES
     from paddlemix_r1.grpo.config import GRPOConfig
     from paddlemix_r1.grpo.sft import run_sft
     from paddlemix_r1.grpo.trainer import GRPOTrainer
@@ -142,9 +140,7 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None) -> dict:
                          learning_rate=3e-3, seed=s.seed)
     sft_dir = os.path.join(output_dir, "sft-model")
     model.save_pretrained(sft_dir)
-    for name in PROCESSOR_FILES:
-        if os.path.exists(os.path.join(base, name)):
-            shutil.copy2(os.path.join(base, name), os.path.join(sft_dir, name))
+    proc.save_pretrained(sft_dir)
     before = _evaluate(sft_dir, data_dir, output_dir, "before")
 
     print(f"[demo] GRPO, {s.grpo_steps} steps x {s.prompts_per_step} prompts x {s.num_generations} completions")

@@ -13,10 +13,6 @@ from typing import Any
 import paddle
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
-PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.json", "chat_template.jinja",
-                   "preprocessor_config.json", "special_tokens_map.json", "generation_config.json")
-
-
 def list_checkpoints(output_dir: str) -> list[str]:
     """Complete checkpoints in ``output_dir``, oldest first."""
     if not os.path.isdir(output_dir):
@@ -76,8 +72,11 @@ def save_optimizer_shard(shard_dir: str, rank: int, model, optimizer) -> None:
 
 
 def save_checkpoint(output_dir: str, step: int, model, optimizer, scheduler, trainer_state: dict[str, Any],
-                    processor_dir: str | None, keep: int, optimizer_shards: str | None = None) -> str:
+                    processor, keep: int, optimizer_shards: str | None = None) -> str:
     """Write checkpoint-{step} atomically and drop all but the newest ``keep``.
+
+    ``processor`` (a ``Processor`` or None): its files go beside the weights, so ``model/`` is a
+    complete checkpoint directory (eval scripts and transformers load it).
 
     ``optimizer_shards``: a directory of per-rank optimizer files (sharded runs), moved into the
     checkpoint as ``optimizer_shards/`` instead of writing ``optimizer.pdopt``.
@@ -87,11 +86,8 @@ def save_checkpoint(output_dir: str, step: int, model, optimizer, scheduler, tra
     tmp = tempfile.mkdtemp(prefix=f".tmp-checkpoint-{step}-", dir=output_dir)
     try:
         model.save_pretrained(os.path.join(tmp, "model"))
-        if processor_dir:
-            for name in PROCESSOR_FILES:
-                src = os.path.join(processor_dir, name)
-                if os.path.exists(src):
-                    shutil.copy2(src, os.path.join(tmp, "model", name))
+        if processor is not None:
+            processor.save_pretrained(os.path.join(tmp, "model"))
         names = {p.name: n for n, p in model.named_parameters()}
         if optimizer_shards is None:
             paddle.save(_optimizer_state(optimizer, names), os.path.join(tmp, "optimizer.pdopt"))

@@ -455,7 +455,7 @@ class GRPOTrainer:
             dist.barrier(f"optimizer shards written, step {self.step}")
         if env.is_main:
             path = ckpt.save_checkpoint(cfg.output_dir, self.step, self.model, self.optimizer, self.scheduler,
-                                        self.trainer_state(), self.model_path, cfg.save_total_limit,
+                                        self.trainer_state(), self.processor, cfg.save_total_limit,
                                         optimizer_shards=shard_dir)
         dist.barrier(f"checkpoint saved, step {self.step}")
         return path
