@@ -3,11 +3,18 @@
 Paddle's CPU build uses Intel MKL, which on AMD cores picks slow generic kernels unless
 ``MKL_DEBUG_CPU_TYPE=5`` is set, and which runs one thread unless told otherwise
 (``MKL_NUM_THREADS`` = cores). Both are set here as defaults; a value the user already exported wins.
+
+Paddle's CPU allocator takes every tensor from glibc ``malloc``. By default glibc serves blocks over
+128 KiB-32 MiB with fresh ``mmap`` pages and unmaps them on free, so each large activation of a
+forward or backward pass page-faults its memory in again: adding two (2048, 1408) fp32 tensors took
+5.3 ms, 0.77 ms once freed blocks are reused. ``configure_malloc`` keeps them in the heap.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import sys
 import warnings
@@ -15,6 +22,7 @@ from collections.abc import Iterator
 
 
 def configure_cpu_runtime() -> None:
+    configure_malloc()  # takes effect for allocations made from now on, whenever it is called
     if "paddle" in sys.modules:
         # Too late to influence MKL's dispatch; keep whatever the process has.
         return
@@ -25,6 +33,35 @@ def configure_cpu_runtime() -> None:
     # MKL's own thread count, not OMP_NUM_THREADS: Paddle prints a data-parallel warning at import for
     # any OMP_NUM_THREADS > 1, while MKL_NUM_THREADS alone gives its GEMMs all cores just the same.
     os.environ.setdefault("MKL_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", cores))
+
+
+# mallopt(3) parameters of glibc
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+HEAP_KEEP_BYTES = 1 << 30
+
+
+def configure_malloc() -> bool:
+    """Serve allocations up to 1 GiB from glibc's heap and keep up to 1 GiB of freed heap mapped,
+    so large tensors reuse memory instead of page-faulting fresh mmap pages on every op.
+
+    Skipped (returns False) off glibc, or when the user tunes malloc through ``GLIBC_TUNABLES`` or
+    ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``; ``PADDLEMIX_R1_MALLOC=0`` turns it off.
+    The cost is that freed memory (up to the trim threshold) stays with the process, as with a
+    caching GPU allocator.
+    """
+    if os.environ.get("PADDLEMIX_R1_MALLOC", "1") == "0" or any(
+        k in os.environ for k in ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+    ):
+        return False
+    name = ctypes.util.find_library("c")
+    if not sys.platform.startswith("linux") or name is None:
+        return False
+    libc = ctypes.CDLL(name)
+    if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
+        return False  # not glibc (musl has no mallopt tunables of this kind)
+    ok = libc.mallopt(_M_MMAP_THRESHOLD, HEAP_KEEP_BYTES) == 1
+    ok = libc.mallopt(_M_TRIM_THRESHOLD, HEAP_KEEP_BYTES) == 1 and ok
+    return ok
 
 
 def configure_paddle() -> None:

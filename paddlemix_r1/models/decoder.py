@@ -30,6 +30,13 @@ class RMSNorm(nn.Layer):
         return ops.rms_norm(x, self.weight, self.eps)
 
 
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, weight (in, out)) computed through ``ops.linear``."""
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return ops.linear(x, self.weight, self.bias)
+
+
 class KVCache:
     """Preallocated keys/values for every layer, written at explicit positions.
 
@@ -73,10 +80,10 @@ class Attention(nn.Layer):
     def __init__(self, cfg: TextConfig):
         super().__init__()
         self.nh, self.nkv, self.hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.hidden_size, self.nh * self.hd)
-        self.k_proj = nn.Linear(cfg.hidden_size, self.nkv * self.hd)
-        self.v_proj = nn.Linear(cfg.hidden_size, self.nkv * self.hd)
-        self.o_proj = nn.Linear(self.nh * self.hd, cfg.hidden_size, bias_attr=False)
+        self.q_proj = Linear(cfg.hidden_size, self.nh * self.hd)
+        self.k_proj = Linear(cfg.hidden_size, self.nkv * self.hd)
+        self.v_proj = Linear(cfg.hidden_size, self.nkv * self.hd)
+        self.o_proj = Linear(self.nh * self.hd, cfg.hidden_size, bias_attr=False)
         self.scale = self.hd**-0.5
         self.packed: tuple[paddle.Tensor, paddle.Tensor] | None = None  # see pack_projections
 
@@ -108,9 +115,9 @@ class MLP(nn.Layer):
     def __init__(self, hidden: int, inter: int, bias: bool = False):
         super().__init__()
         b = None if bias else False
-        self.gate_proj = nn.Linear(hidden, inter, bias_attr=b)
-        self.up_proj = nn.Linear(hidden, inter, bias_attr=b)
-        self.down_proj = nn.Linear(inter, hidden, bias_attr=b)
+        self.gate_proj = Linear(hidden, inter, bias_attr=b)
+        self.up_proj = Linear(hidden, inter, bias_attr=b)
+        self.down_proj = Linear(inter, hidden, bias_attr=b)
         self.packed: tuple[paddle.Tensor, paddle.Tensor | None] | None = None  # see pack_projections
 
     def forward(self, x):

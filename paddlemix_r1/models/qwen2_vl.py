@@ -8,7 +8,7 @@ import paddle.nn as nn
 
 from paddlemix_r1 import ops
 from paddlemix_r1.models.config import VisionConfig
-from paddlemix_r1.models.decoder import VLModelBase
+from paddlemix_r1.models.decoder import Linear, VLModelBase
 from paddlemix_r1.models.vision_common import (
     LayerNorm,
     Merger,
@@ -23,8 +23,8 @@ from paddlemix_r1.models.vision_common import (
 class VisionMlp(nn.Layer):
     def __init__(self, cfg: VisionConfig):
         super().__init__()
-        self.fc1 = nn.Linear(cfg.embed_dim, cfg.intermediate_size)
-        self.fc2 = nn.Linear(cfg.intermediate_size, cfg.embed_dim)
+        self.fc1 = Linear(cfg.embed_dim, cfg.intermediate_size)
+        self.fc2 = Linear(cfg.intermediate_size, cfg.embed_dim)
         self.act = ops.ACTIVATIONS[cfg.hidden_act]
 
     def forward(self, x):

@@ -8,6 +8,7 @@ import paddle.nn as nn
 
 from paddlemix_r1 import ops
 from paddlemix_r1.models.config import VisionConfig
+from paddlemix_r1.models.decoder import Linear
 
 
 class PatchEmbed(nn.Layer):
@@ -57,8 +58,8 @@ class VisionAttention(nn.Layer):
     def __init__(self, cfg: VisionConfig):
         super().__init__()
         self.nh, self.hd = cfg.num_heads, cfg.head_dim
-        self.qkv = nn.Linear(cfg.embed_dim, 3 * cfg.embed_dim)
-        self.proj = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+        self.qkv = Linear(cfg.embed_dim, 3 * cfg.embed_dim)
+        self.proj = Linear(cfg.embed_dim, cfg.embed_dim)
         self.scale = self.hd**-0.5
 
     def forward(self, x, cos, sin, cu_seqlens: np.ndarray):
@@ -77,7 +78,7 @@ class Merger(nn.Layer):
         super().__init__()
         self.ln_q = norm
         self.hidden = cfg.embed_dim * cfg.spatial_merge_size**2
-        self.mlp = nn.Sequential(nn.Linear(self.hidden, self.hidden), nn.GELU(), nn.Linear(self.hidden, cfg.out_hidden_size))
+        self.mlp = nn.Sequential(Linear(self.hidden, self.hidden), nn.GELU(), Linear(self.hidden, cfg.out_hidden_size))
 
     def forward(self, x):
         return self.mlp(self.ln_q(x).reshape([-1, self.hidden]))  # (N / merge^2, out_hidden)

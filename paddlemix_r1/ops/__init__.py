@@ -7,6 +7,7 @@ configure_paddle()
 from paddlemix_r1.ops.activations import ACTIVATIONS, gelu, quick_gelu, swiglu, swiglu_packed
 from paddlemix_r1.ops.attention import attention, causal_padding_mask, varlen_attention
 from paddlemix_r1.ops.dispatch import device_kind, implementation, override, reset
+from paddlemix_r1.ops.linear import linear
 from paddlemix_r1.ops.norms import layer_norm, rms_norm
 from paddlemix_r1.ops.rotary import apply_rotary, expand_tables, inv_freq, mrope_cos_sin, vision_cos_sin
 from paddlemix_r1.ops.softmax import log_softmax
@@ -22,6 +23,7 @@ __all__ = [
     "implementation",
     "inv_freq",
     "layer_norm",
+    "linear",
     "log_softmax",
     "mrope_cos_sin",
     "override",

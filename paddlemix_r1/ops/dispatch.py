@@ -17,15 +17,19 @@ import paddle
 _REGISTRY: dict[str, dict[str, Callable]] = {}
 # Which implementation each device kind uses when both exist.
 _DEFAULT_FOR_DEVICE = {"gpu": "fused", "cpu": "eager"}
-# Fused kernels that Paddle's CPU build has and that are exact there: one op instead of several on the
-# op-count-bound CPU decode step (swiglu: silu(gate) * up, same result to 1e-6).
-_CPU_FUSED = {"swiglu"}
+# CPU departures from "eager", by measurement on Paddle's CPU build:
+# - swiglu: Paddle's fused kernel exists on CPU and is exact (silu(gate) * up to 1e-6); one op instead of
+#   several on the op-count-bound decode step;
+# - linear, rms_norm: gradients of the weight/bias as GEMMs with a row of ones (``gemm_grad``), since
+#   Paddle's CPU reductions over leading axes are ~10x slower than the equivalent GEMM.
+_CPU_CHOICE = {"swiglu": "fused", "linear": "gemm_grad", "rms_norm": "gemm_grad"}
 _chosen: dict[str, Callable] = {}
 _overrides: dict[str, str] = {}
 
 
 def register(op: str, impl: str) -> Callable[[Callable], Callable]:
-    """Decorator: register ``fn`` as implementation ``impl`` ("eager" or "fused") of ``op``."""
+    """Decorator: register ``fn`` as implementation ``impl`` of ``op``: "eager" (the reference),
+    "fused" (a Paddle kernel) or another named variant with the same results (e.g. "gemm_grad")."""
 
     def deco(fn: Callable) -> Callable:
         _REGISTRY.setdefault(op, {})[impl] = fn
@@ -47,7 +51,7 @@ def implementation(op: str) -> str:
     if op in _overrides:
         return _overrides[op]
     kind = device_kind()
-    want = "fused" if kind == "cpu" and op in _CPU_FUSED else _DEFAULT_FOR_DEVICE[kind]
+    want = _CPU_CHOICE.get(op, "eager") if kind == "cpu" else _DEFAULT_FOR_DEVICE[kind]
     return want if want in impls else "eager"
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import paddle
 import paddle.nn.functional as F
+from paddle.autograd import PyLayer
 
 from paddlemix_r1.ops.dispatch import get, register
+from paddlemix_r1.ops.linear import sum_rows
 from paddlemix_r1.ops.precision import fp32_region
 
 
@@ -18,6 +20,35 @@ def rms_norm_eager(x: paddle.Tensor, weight: paddle.Tensor, eps: float) -> paddl
         var = (xf * xf).mean(axis=-1, keepdim=True)  # (..., 1); x*x, as Paddle's CPU pow is ~40x slower
         normed = xf * paddle.rsqrt(var + eps)
     return weight * (normed if fp32 else normed.astype(x.dtype))
+
+
+class _RMSNormFP32(PyLayer):
+    """fp32 RMSNorm with a hand-written backward: dx = r * (gw - xr * mean(gw * xr)), dw = sum_rows(g * xr)
+    with r = rsqrt(mean(x^2) + eps), xr = x * r, gw = g * w."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps):
+        r = paddle.rsqrt((x * x).mean(axis=-1, keepdim=True) + eps)  # (..., 1)
+        xr = x * r  # (..., D)
+        ctx.save_for_backward(xr, r, weight)
+        return xr * weight
+
+    @staticmethod
+    def backward(ctx, grad):
+        xr, r, weight = ctx.saved_tensor()
+        gw = grad * weight  # (..., D)
+        dx = r * (gw - xr * (gw * xr).mean(axis=-1, keepdim=True))
+        return dx, sum_rows(grad * xr)
+
+
+@register("rms_norm", "gemm_grad")
+def rms_norm_gemm_grad(x: paddle.Tensor, weight: paddle.Tensor, eps: float) -> paddle.Tensor:
+    """``rms_norm_eager`` with the backward written out: the weight gradient is a GEMM instead of
+    Paddle's slow CPU reduction over leading axes (fp32 only; other dtypes take the eager path)."""
+    no_backward = not paddle.is_grad_enabled() or (x.stop_gradient and weight.stop_gradient)
+    if x.dtype != paddle.float32 or weight.dtype != paddle.float32 or no_backward:
+        return rms_norm_eager(x, weight, eps)
+    return _RMSNormFP32.apply(x, weight, eps)
 
 
 @register("rms_norm", "fused")

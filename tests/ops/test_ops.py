@@ -21,11 +21,70 @@ def t(*shape):
     return paddle.to_tensor(rng.standard_normal(shape).astype("float32"))
 
 
-def test_cpu_uses_eager_except_cpu_safe_fused_kernels():
+def test_cpu_uses_eager_except_measured_cpu_choices():
     if ops.device_kind() == "cpu":
-        for op in ("rms_norm", "rotary", "attention", "varlen_attention", "log_softmax"):
+        for op in ("rotary", "attention", "varlen_attention", "log_softmax"):
             assert ops.implementation(op) == "eager", op
         assert ops.implementation("swiglu") == "fused"  # Paddle's CPU build has this kernel
+        assert ops.implementation("linear") == "gemm_grad"
+        assert ops.implementation("rms_norm") == "gemm_grad"
+
+
+def _values_and_grads(fn, *tensors):
+    for x in tensors:
+        x.stop_gradient = False
+    out = fn(*tensors)
+    upstream = paddle.to_tensor(np.random.default_rng(1).standard_normal(out.shape).astype("float32"))
+    grads = paddle.grad(out, list(tensors), upstream)
+    return out.numpy(), [g.numpy() for g in grads]
+
+
+@pytest.mark.parametrize("shape", [(7, 16), (2, 5, 16)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_gemm_grad_equals_eager(shape, bias):
+    x, w, b = t(*shape), t(16, 24), t(24)
+    args = (x, w, b) if bias else (x, w)
+    with ops.override(linear="gemm_grad"):
+        got = _values_and_grads(lambda *a: ops.linear(*a) if bias else ops.linear(*a, None), *args)
+    with ops.override(linear="eager"):
+        ref = _values_and_grads(lambda *a: ops.linear(*a) if bias else ops.linear(*a, None), *args)
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-5)
+    for g, r in zip(got[1], ref[1]):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[0], x.numpy() @ w.numpy() + (b.numpy() if bias else 0), rtol=1e-5, atol=1e-5)
+
+
+def test_rms_norm_gemm_grad_equals_eager():
+    x, w = t(3, 5, 16), t(16)
+    with ops.override(rms_norm="gemm_grad"):
+        got = _values_and_grads(lambda a, b: ops.rms_norm(a, b, 1e-6), x, w)
+    with ops.override(rms_norm="eager"):
+        ref = _values_and_grads(lambda a, b: ops.rms_norm(a, b, 1e-6), x, w)
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-6, atol=1e-6)
+    for g, r in zip(got[1], ref[1]):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
+
+
+def test_malloc_keeps_large_blocks_in_the_heap():
+    """Paddle's CPU tensors come from glibc malloc; the start-up raises the mmap threshold so that
+    large activations reuse freed heap memory instead of page-faulting fresh mmap pages."""
+    import ctypes
+    import ctypes.util
+    import os
+    import sys
+
+    from paddlemix_r1 import _runtime
+
+    if not sys.platform.startswith("linux") or ctypes.util.find_library("c") is None:
+        pytest.skip("glibc malloc tunables are Linux-only")
+    if any(k in os.environ for k in ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+        pytest.skip("malloc tuned by the environment: left to the user")
+    assert _runtime.configure_malloc() is True
+    os.environ["PADDLEMIX_R1_MALLOC"] = "0"
+    try:
+        assert _runtime.configure_malloc() is False
+    finally:
+        del os.environ["PADDLEMIX_R1_MALLOC"]
 
 
 @pytest.mark.parametrize("impl", ["eager", "fused"])

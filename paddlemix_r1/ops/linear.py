@@ -1,0 +1,57 @@
+"""Linear layers: x @ W + b with Paddle's weight layout W (in, out).
+
+Paddle's CPU backward of a broadcast bias add reduces over the leading axes with a slow generic
+kernel: 3.8 ms for the bias gradient of a (2048, 1408) output, against 0.3 ms as a GEMM with a row
+of ones. ``gemm_grad`` computes every gradient as a GEMM (the CPU choice); ``eager`` is Paddle's
+``F.linear`` (the reference, and the GPU choice, where the reduction is fast).
+"""
+
+from __future__ import annotations
+
+import paddle
+import paddle.nn.functional as F
+from paddle.autograd import PyLayer
+
+from paddlemix_r1.ops.dispatch import get, register
+
+
+def sum_rows(t: paddle.Tensor) -> paddle.Tensor:
+    """Sum over every axis but the last, as a GEMM with a row of ones: (..., D) -> (D,)."""
+    t2 = t.reshape([-1, t.shape[-1]])  # (M, D)
+    return paddle.matmul(paddle.ones([1, t2.shape[0]], t.dtype), t2).reshape([-1])  # (D,)
+
+
+@register("linear", "eager")
+def linear_eager(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor | None) -> paddle.Tensor:
+    """x (..., in), weight (in, out), bias (out,) or None -> (..., out)."""
+    return F.linear(x, weight, bias)
+
+
+class _BiasLinear(PyLayer):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        x2 = x.reshape([-1, x.shape[-1]])  # (M, in)
+        return paddle.addmm(bias, x2, weight).reshape([*x.shape[:-1], weight.shape[1]])  # (..., out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensor()
+        g2, x2 = grad.reshape([-1, grad.shape[-1]]), x.reshape([-1, x.shape[-1]])  # (M, out), (M, in)
+        dx = paddle.matmul(grad, weight, transpose_y=True)  # (..., in)
+        dw = paddle.matmul(x2, g2, transpose_x=True)  # (in, out)
+        return dx, dw, sum_rows(g2)
+
+
+@register("linear", "gemm_grad")
+def linear_gemm_grad(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor | None) -> paddle.Tensor:
+    """Same as ``linear_eager``; the bias gradient is a GEMM instead of a broadcast reduction."""
+    if bias is None:
+        return paddle.matmul(x, weight)
+    if not paddle.is_grad_enabled() or (x.stop_gradient and weight.stop_gradient and bias.stop_gradient):
+        return F.linear(x, weight, bias)  # no backward to speed up (inference, frozen layers)
+    return _BiasLinear.apply(x, weight, bias)
+
+
+def linear(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor | None = None) -> paddle.Tensor:
+    return get("linear")(x, weight, bias)
