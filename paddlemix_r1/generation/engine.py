@@ -1,8 +1,9 @@
-"""Rollout engine: the vision tower and prompt prefill run once per prompt; the KV cache is then
-expanded to the G completions of each prompt and decoded in one batch.
+"""Rollout engine: the vision tower and prompt prefill run once per prompt; the G completions of each
+prompt are then decoded in one batch over a cache that holds the prompt's keys/values once
+(``GroupedKVCache``) and each completion's own tokens per row.
 
-Steps are small and pure in the gpt-fast manner: ``prefill`` -> ``expand`` -> ``decode_one_token``
-in a loop that stops when every row has emitted ``eos_token_id``.
+Steps are small and pure in the gpt-fast manner: ``prefill`` -> ``decode_one_token`` in a loop that
+stops when every row has emitted ``eos_token_id``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import paddle
 
 from paddlemix_r1.generation.sampling import sample
-from paddlemix_r1.models.decoder import KVCache, VLModelBase, pack_projections
+from paddlemix_r1.models.decoder import GroupedKVCache, KVCache, VLModelBase, pack_projections
 
 
 @dataclass
@@ -46,7 +47,10 @@ def _seeded(seed: int | None):
 
 
 def prefill(model: VLModelBase, batch: dict, max_new_tokens: int):
-    """Vision tower + prompt once per prompt. Returns last logits (B, V), cache, positions, deltas."""
+    """Vision tower + prompt once per prompt. Returns last logits (B, V), cache, positions, deltas.
+
+    The cache has room for ``max_new_tokens`` more positions per row (0: exactly the prompt, as
+    ``GroupedKVCache`` takes it)."""
     ids, mask = batch["input_ids"], batch["attention_mask"]
     b, length = ids.shape
     cache = model.new_cache(b, length + max_new_tokens)
@@ -64,11 +68,13 @@ def prefill(model: VLModelBase, batch: dict, max_new_tokens: int):
     return out.logits[:, -1], cache, out.position_ids, out.rope_deltas
 
 
-def decode_one_token(model: VLModelBase, token: paddle.Tensor, attention_mask, position: paddle.Tensor, cache: KVCache):
+def decode_one_token(model: VLModelBase, token: paddle.Tensor, attention_mask, position: paddle.Tensor,
+                     cache: KVCache | GroupedKVCache):
     """One decode step for all rows: token (N,), position (N,) -> logits (N, V).
 
     attention_mask (N, K): 1 for cached positions to attend to, including this token's. K may be
     the cache's full length (the not yet written tail 0): then no cache slice is copied per layer.
+    A ``GroupedKVCache`` keeps its own mask; pass None.
     """
     pos = position.reshape([1, -1, 1]).expand([3, -1, 1])  # (3, N, 1): text advances all axes together
     out = model(input_ids=token.unsqueeze(-1), attention_mask=attention_mask, position_ids=pos, cache=cache,
@@ -97,15 +103,18 @@ def generate(
     when all rows have stopped or after ``max_new_tokens``.
     """
     g = num_return_sequences
+    if max_new_tokens < 1 or g < 1:
+        raise ValueError(f"max_new_tokens and num_return_sequences must be >= 1, got {max_new_tokens} and {g}")
     eos = [] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
     was_training = model.training
     model.eval()
     try:
         with _seeded(seed), pack_projections(model.model):
-            logits, cache, prompt_pos, deltas = prefill(model, batch, max_new_tokens)
+            logits, prompt_cache, prompt_pos, deltas = prefill(model, batch, 0)
             prompt_mask = batch["attention_mask"].astype("int64")
-            if g > 1:  # group prefix sharing: expand the prefilled cache, not the prompt
-                cache.repeat_interleave(g)
+            # group prefix sharing: the prompt's keys/values stay once per prompt, not G times
+            cache = GroupedKVCache(prompt_cache, prompt_mask, g, max_new_tokens)
+            if g > 1:
                 logits = paddle.repeat_interleave(logits, g, axis=0)
                 prompt_mask = paddle.repeat_interleave(prompt_mask, g, axis=0)
                 deltas = paddle.repeat_interleave(deltas, g, axis=0)
@@ -115,13 +124,9 @@ def generate(
             eos_t = paddle.to_tensor(eos, dtype="int64") if eos else None
             done = paddle.zeros([n], dtype="bool")
             tokens, logps = [], []
-            length = prompt_mask.shape[1]
-            # Full-length key mask, filled in as tokens are written: decode steps read whole cache buffers.
-            mask = paddle.concat([prompt_mask, paddle.zeros([n, max_new_tokens], "int64")], axis=1)  # (N, L + T)
             for step in range(max_new_tokens):
                 if step > 0:
-                    mask[:, length + step - 1] = 1  # token step-1 is written at position L + step - 1
-                    logits = decode_one_token(model, tokens[-1], mask, next_pos + step - 1, cache)
+                    logits = decode_one_token(model, tokens[-1], None, next_pos + step - 1, cache)
                 tok, lp = sample(logits, do_sample, temperature, top_k, top_p)
                 tok = paddle.where(done, paddle.full_like(tok, pad_token_id), tok)
                 lp = paddle.where(done, paddle.zeros_like(lp), lp)

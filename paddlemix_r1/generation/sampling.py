@@ -46,12 +46,16 @@ def sample(
     log-prob, as in TRL and vLLM).
     """
     with fp32_region():
-        scaled = logits.astype("float32") / max(temperature, 1e-6)  # (N, V)
+        scaled = logits if logits.dtype == paddle.float32 else logits.astype("float32")  # (N, V)
+        if temperature != 1.0:
+            scaled = scaled / max(temperature, 1e-6)
         logprobs = ops.log_softmax(scaled, axis=-1)  # (N, V)
         if do_sample:
             filtered = top_p_filter(top_k_filter(scaled, top_k), top_p)
-            tokens = paddle.multinomial(F.softmax(filtered, axis=-1), 1).reshape([-1])  # (N,)
+            # Unfiltered, the draw's distribution is exp(logprobs) itself: no second softmax.
+            probs = paddle.exp(logprobs) if filtered is scaled else F.softmax(filtered, axis=-1)  # (N, V)
+            tokens = paddle.multinomial(probs, 1).reshape([-1])  # (N,)
         else:
             tokens = paddle.argmax(scaled, axis=-1)  # (N,)
         chosen = paddle.take_along_axis(logprobs, tokens.unsqueeze(-1), axis=-1).reshape([-1])  # (N,)
-    return tokens.astype("int64"), chosen
+    return tokens if tokens.dtype == paddle.int64 else tokens.astype("int64"), chosen

@@ -18,6 +18,7 @@ import paddle.nn as nn
 from paddlemix_r1 import ops
 from paddlemix_r1.models.config import ModelConfig, TextConfig
 from paddlemix_r1.models.rope_index import get_rope_index
+from paddlemix_r1.ops.attention import NEG_INF
 
 
 class RMSNorm(nn.Layer):
@@ -70,10 +71,70 @@ class KVCache:
             return self.k[layer], self.v[layer]
         return self.k[layer][:, :, :kv_len], self.v[layer][:, :, :kv_len]
 
+    def step_mask(self, attention_mask: paddle.Tensor, q_len: int) -> paddle.Tensor:
+        """Additive mask (B, 1, q_len, K) for this forward's queries over K = attention_mask's length."""
+        return ops.causal_padding_mask(attention_mask, q_len)
+
+    def attend(self, layer: int, q, k, v, mask, scale: float) -> paddle.Tensor:
+        """Store this forward's k, v (nkv, B, L, hd) and attend q (B, L, nh, hd) over the cache."""
+        k, v = self.write(layer, k, v, kv_len=mask.shape[-1])  # (nkv, B, K, hd), K = mask's key length
+        return ops.attention(q, k, v, mask, scale)
+
     def repeat_interleave(self, repeats: int) -> None:
         """Expand every row ``repeats`` times in place (group prefix sharing: one prompt, G rows)."""
         self.k = [paddle.repeat_interleave(t, repeats, axis=1) for t in self.k]
         self.v = [paddle.repeat_interleave(t, repeats, axis=1) for t in self.v]
+
+
+class GroupedKVCache:
+    """Decode-time cache for N = B*G rows in groups of G that continue one prompt each (group prefix
+    sharing): the prompt's keys/values are kept ONCE per prompt, as the prefill wrote them, and only
+    the generated tokens' keys/values are stored per row. A decode step reads the prompt cache once per
+    prompt instead of G times (``ops.grouped_decode_attention``); on CPU, the expanded cache's memory
+    traffic slowed every op of the step.
+
+    Every row writes its t-th generated token at the same slot t (the rollout's loop), so the key mask
+    is the prompt's padding plus "slot already written"; it is built here, once per step.
+    """
+
+    def __init__(self, prefill: KVCache, prompt_mask: paddle.Tensor, group_size: int, max_new_tokens: int):
+        self.k_prompt, self.v_prompt = prefill.k, prefill.v  # per layer (nkv, B, L, hd)
+        nkv, b, length, hd = prefill.k[0].shape
+        if prefill.length != length:
+            raise ValueError(f"prefill cache holds {prefill.length} of {length} positions; allocate it at the prompt length")
+        n, t = b * group_size, max_new_tokens
+        dtype = prefill.k[0].dtype
+        self.k_new = [paddle.zeros([nkv, n, t, hd], dtype) for _ in prefill.k]
+        self.v_new = [paddle.zeros([nkv, n, t, hd], dtype) for _ in prefill.v]
+        keys = prompt_mask.astype("float32").reshape([b, 1, 1, length])  # 1 token, 0 padding
+        self._prompt_add = (keys - 1.0) * -NEG_INF  # (B, 1, 1, L): 0 or NEG_INF
+        self._new_add = paddle.full([b, 1, 1, t], NEG_INF, "float32")  # slots not yet written
+        self.prompt_length, self.length, self.max_len = length, length, length + t
+        self._mask: paddle.Tensor | None = None
+
+    @property
+    def batch(self) -> int:
+        return int(self.k_new[0].shape[1])
+
+    def step_mask(self, attention_mask: paddle.Tensor | None, q_len: int) -> paddle.Tensor:
+        """(B, 1, 1, L + T) over [prompt | generated slots] for the token written at slot length - L.
+        ``attention_mask`` is not needed (see the class docstring)."""
+        if q_len != 1:
+            raise ValueError(f"GroupedKVCache decodes one token per row at a time, got {q_len}")
+        slot = self.length - self.prompt_length
+        if slot >= self.max_len - self.prompt_length:
+            raise ValueError(f"KV cache overflow: slot {slot}, allocated {self.max_len - self.prompt_length}")
+        self._new_add[:, :, :, slot] = 0.0
+        return paddle.concat([self._prompt_add, self._new_add], axis=-1)
+
+    def attend(self, layer: int, q, k, v, mask, scale: float) -> paddle.Tensor:
+        """k, v (nkv, N, 1, hd) of this step's tokens -> their slot; q (N, 1, nh, hd) attends over the
+        prompt (shared) and the generated slots (own)."""
+        slot = self.length - self.prompt_length
+        self.k_new[layer][:, :, slot:slot + 1] = k
+        self.v_new[layer][:, :, slot:slot + 1] = v
+        return ops.grouped_decode_attention(q, self.k_prompt[layer], self.v_prompt[layer], self.k_new[layer],
+                                            self.v_new[layer], mask, scale)
 
 
 class Attention(nn.Layer):
@@ -87,7 +148,8 @@ class Attention(nn.Layer):
         self.scale = self.hd**-0.5
         self.packed: tuple[paddle.Tensor, paddle.Tensor] | None = None  # see pack_projections
 
-    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer_idx: int, prefix=None, return_kv=False):
+    def forward(self, x, cos, sin, mask, cache: KVCache | GroupedKVCache | None, layer_idx: int, prefix=None,
+                return_kv=False):
         """``prefix`` (k, v), each (nkv, B, P, hd): keys/values of earlier positions computed elsewhere
         (a shared prompt) that this call's queries attend to before their own. ``return_kv``: also
         return this call's (k, v)."""
@@ -104,10 +166,14 @@ class Attention(nn.Layer):
         k, v = k.transpose([2, 0, 1, 3]), v.transpose([2, 0, 1, 3])  # (nkv, B, L, hd)
         own = (k, v)
         if cache is not None:
-            k, v = cache.write(layer_idx, k, v, kv_len=mask.shape[-1])  # (nkv, B, K, hd), K = mask's key length
-        if prefix is not None:
-            k, v = paddle.concat([prefix[0], k], axis=2), paddle.concat([prefix[1], v], axis=2)  # (nkv, B, P + L, hd)
-        out = self.o_proj(ops.attention(q, k, v, mask, self.scale).reshape([b, length, self.nh * self.hd]))
+            if prefix is not None:
+                raise ValueError("a forward takes a KV cache or prefix keys/values, not both")
+            att = cache.attend(layer_idx, q, k, v, mask, self.scale)  # (B, L, nh, hd)
+        else:
+            if prefix is not None:
+                k, v = paddle.concat([prefix[0], k], axis=2), paddle.concat([prefix[1], v], axis=2)  # (nkv, B, P + L, hd)
+            att = ops.attention(q, k, v, mask, self.scale)  # (B, L, nh, hd)
+        out = self.o_proj(att.reshape([b, length, self.nh * self.hd]))
         return (out, *own) if return_kv else out
 
 
@@ -178,7 +244,7 @@ class Decoder(nn.Layer):
         self.register_buffer("inv_freq", ops.inv_freq(cfg.head_dim, cfg.rope_theta), persistable=False)
         self.recompute = False
 
-    def forward(self, embeds, position_ids, attention_mask, cache: KVCache | None = None,
+    def forward(self, embeds, position_ids, attention_mask, cache: KVCache | GroupedKVCache | None = None,
                 prefix_kv: list | None = None, return_kv: bool = False):
         """embeds (B, L, H); position_ids (3, B, L); attention_mask (B, K) over cache (or prefix) + new tokens.
 
@@ -188,7 +254,10 @@ class Decoder(nn.Layer):
         cos, sin = ops.mrope_cos_sin(position_ids, self.inv_freq, self.cfg.mrope_section)  # (B, L, hd)
         heads = self.cfg.num_attention_heads + self.cfg.num_key_value_heads
         cos, sin = ops.expand_tables(cos, sin, heads)  # (B, L, nh + nkv, hd), shared by all layers
-        mask = ops.causal_padding_mask(attention_mask, embeds.shape[1])  # (B, 1, L, K)
+        if cache is not None:
+            mask = cache.step_mask(attention_mask, embeds.shape[1])  # (B, 1, L, K) (grouped: see GroupedKVCache)
+        else:
+            mask = ops.causal_padding_mask(attention_mask, embeds.shape[1])  # (B, 1, L, K)
         x = embeds
         kvs = []
         for i, layer in enumerate(self.layers):
@@ -324,7 +393,7 @@ class VLModelBase(nn.Layer):
         video_grid_thw: paddle.Tensor | None = None,
         second_per_grid_ts: paddle.Tensor | None = None,
         position_ids: paddle.Tensor | None = None,
-        cache: KVCache | None = None,
+        cache: KVCache | GroupedKVCache | None = None,
         logits_to_keep: int | None = None,
         return_logits: bool = True,
         group_size: int = 1,

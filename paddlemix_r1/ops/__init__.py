@@ -5,7 +5,7 @@ from paddlemix_r1._runtime import configure_paddle
 configure_paddle()
 
 from paddlemix_r1.ops.activations import ACTIVATIONS, gelu, quick_gelu, swiglu, swiglu_packed
-from paddlemix_r1.ops.attention import attention, causal_padding_mask, varlen_attention
+from paddlemix_r1.ops.attention import attention, causal_padding_mask, grouped_decode_attention, varlen_attention
 from paddlemix_r1.ops.dispatch import device_kind, implementation, override, reset
 from paddlemix_r1.ops.linear import linear
 from paddlemix_r1.ops.norms import layer_norm, rms_norm
@@ -20,6 +20,7 @@ __all__ = [
     "device_kind",
     "expand_tables",
     "gelu",
+    "grouped_decode_attention",
     "implementation",
     "inv_freq",
     "layer_norm",

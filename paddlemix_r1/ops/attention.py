@@ -79,6 +79,49 @@ def attention(
     return get("attention")(q, k, v, mask, scale)
 
 
+@register("grouped_decode_attention", "eager")
+def grouped_decode_attention_eager(
+    q: paddle.Tensor, k_prompt: paddle.Tensor, v_prompt: paddle.Tensor, k_new: paddle.Tensor,
+    v_new: paddle.Tensor, mask: paddle.Tensor, scale: float,
+) -> paddle.Tensor:
+    """One decode step for N = B*G rows whose G consecutive rows share one prompt's keys/values.
+
+    q (N, 1, nh, hd); k_prompt, v_prompt (nkv, B, L, hd): each prompt ONCE; k_new, v_new (nkv, N, T, hd):
+    the generated tokens' keys/values per row; mask additive (B, 1, 1, L + T) or (B, 1, G, L + T) over
+    [prompt | generated] keys (broadcast over the g query heads of a key head). Returns (N, 1, nh, hd); the same numbers as ``attention_eager`` over the
+    prompt keys repeated G times (tested), while reading the prompt cache once instead of G times.
+
+    Scores are laid out (nkv, B, g, G, K) with g = nh / nkv: the prompt part is one matmul whose rows
+    are the g*G queries of a prompt, the generated part a batched matmul broadcast over g.
+    """
+    n, _, nh, hd = q.shape
+    nkv, b, length = k_prompt.shape[0], k_prompt.shape[1], k_prompt.shape[2]
+    rows, g = n // b, nh // nkv
+    t = k_new.shape[2]
+    qq = (q * scale).reshape([b, rows, nkv, g, hd]).transpose([2, 0, 3, 1, 4])  # (nkv, B, g, G, hd)
+    with fp32_region():
+        s_p = paddle.matmul(qq.reshape([nkv, b, g * rows, hd]), k_prompt, transpose_y=True)  # (nkv, B, g*G, L)
+        kn = k_new.reshape([nkv, b, 1, rows, t, hd])  # (nkv, B, 1, G, T, hd)
+        s_n = paddle.matmul(qq.unsqueeze(-2), kn, transpose_y=True)  # (nkv, B, g, G, 1, T)
+        scores = paddle.concat([s_p.reshape([nkv, b, g, rows, length]), s_n.squeeze(-2)], axis=-1)  # (nkv, B, g, G, K)
+        if scores.dtype != paddle.float32:
+            scores = scores.astype("float32")
+        probs = F.softmax(scores + mask, axis=-1)  # mask (B, 1, 1 or G, K) aligns with (B, g, G, K)
+        if probs.dtype != q.dtype:
+            probs = probs.astype(q.dtype)
+    p_p, p_n = paddle.split(probs, [length, t], axis=-1)
+    out = paddle.matmul(p_p.reshape([nkv, b, g * rows, length]), v_prompt).reshape([nkv, b, g, rows, hd])
+    out = out + paddle.matmul(p_n.unsqueeze(-2), v_new.reshape([nkv, b, 1, rows, t, hd])).squeeze(-2)  # (nkv, B, g, G, hd)
+    return out.transpose([1, 3, 0, 2, 4]).reshape([n, 1, nh, hd])
+
+
+def grouped_decode_attention(
+    q: paddle.Tensor, k_prompt: paddle.Tensor, v_prompt: paddle.Tensor, k_new: paddle.Tensor,
+    v_new: paddle.Tensor, mask: paddle.Tensor, scale: float,
+) -> paddle.Tensor:
+    return get("grouped_decode_attention")(q, k_prompt, v_prompt, k_new, v_new, mask, scale)
+
+
 def _segment_layout(cu_seqlens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Gather index (S, M) and validity (S, M) that lay N packed tokens out as S padded segments."""
     lens = np.diff(cu_seqlens)  # (S,)

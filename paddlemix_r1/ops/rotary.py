@@ -24,6 +24,18 @@ def mrope_axis_of_frequency(mrope_section: list[int]) -> np.ndarray:
     return np.concatenate([np.full(n, i % 3, dtype="int64") for i, n in enumerate(mrope_section)])
 
 
+_MROPE_AXIS: dict[tuple, paddle.Tensor] = {}
+
+
+def _mrope_axis_tensor(mrope_section: tuple[int, ...]) -> paddle.Tensor:
+    """``mrope_axis_of_frequency`` as a device tensor, made once per section and device (decode steps reuse it)."""
+    key = (mrope_section, paddle.get_device())
+    t = _MROPE_AXIS.get(key)
+    if t is None:
+        t = _MROPE_AXIS[key] = paddle.to_tensor(mrope_axis_of_frequency(list(mrope_section)))
+    return t
+
+
 def mrope_cos_sin(
     position_ids: paddle.Tensor, inv_freq_: paddle.Tensor, mrope_section: list[int]
 ) -> tuple[paddle.Tensor, paddle.Tensor]:
@@ -31,7 +43,7 @@ def mrope_cos_sin(
 
     position_ids: (3, B, L) int; returns cos, sin: (B, L, head_dim) fp32.
     """
-    axis = paddle.to_tensor(mrope_axis_of_frequency(mrope_section))  # (hd/2,)
+    axis = _mrope_axis_tensor(tuple(mrope_section))  # (hd/2,)
     if int(axis.shape[0]) != int(inv_freq_.shape[0]):
         raise ValueError(f"mrope_section {mrope_section} sums to {axis.shape[0]}, head_dim/2 is {inv_freq_.shape[0]}")
     with fp32_region():

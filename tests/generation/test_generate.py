@@ -10,6 +10,7 @@ from hf_reference import IMAGE_TOKEN, VISION_END, VISION_START, HFModel, build_h
 
 from paddlemix_r1.generation import decode_one_token, generate, prefill
 from paddlemix_r1.models import from_pretrained
+from paddlemix_r1.models.decoder import GroupedKVCache
 
 FAMILIES = ["qwen2_vl", "qwen2_5_vl"]
 PAD = 0
@@ -109,6 +110,37 @@ def test_cached_decode_logits_equal_full_forward(pair):
         assert diff <= 1e-4, f"step {s}: max |cached - full| = {diff}"
         tok = paddle.argmax(logits, axis=-1)
         ids = paddle.concat([ids, tok.unsqueeze(-1)], axis=1)
+
+
+def test_grouped_cache_decode_logits_equal_full_forward(pair):
+    """The rollout's cache (each prompt's keys/values once, G rows of own tokens) gives, at every step
+    and for every one of the G rows of a left-padded pair of prompts, the logits of a full forward
+    without cache over prompt + that row's tokens."""
+    _, model = pair
+    batch = _paddle(make_batch(BATCHES["left-padded-pair"]))
+    g, steps = 3, 6
+    logits, prompt_cache, _, deltas = prefill(model, batch, 0)
+    cache = GroupedKVCache(prompt_cache, batch["attention_mask"], g, steps)
+    logits = paddle.repeat_interleave(logits, g, axis=0)  # (2G, V)
+    ids = paddle.repeat_interleave(batch["input_ids"], g, axis=0)
+    mask = paddle.repeat_interleave(batch["attention_mask"], g, axis=0)
+    next_pos = mask.sum(axis=1) + paddle.repeat_interleave(deltas, g, axis=0)
+    grid = paddle.repeat_interleave(batch["image_grid_thw"], g, axis=0)
+    pix = paddle.concat([batch["pixel_values"][:96]] * g + [batch["pixel_values"][96:]] * g)  # images per row
+    rng = np.random.default_rng(0)
+    tok = None
+    for s in range(steps):
+        if s > 0:
+            logits = decode_one_token(model, tok, None, next_pos + s - 1, cache)
+        full = model(input_ids=ids, attention_mask=mask, pixel_values=pix, image_grid_thw=grid).logits[:, -1]
+        diff = float((logits - full).abs().max())
+        assert diff <= 1e-4, f"step {s}: max |grouped cache - full| = {diff}"
+        tok = paddle.to_tensor(rng.integers(20, 200, size=2 * g))  # rows of a group diverge
+        ids = paddle.concat([ids, tok.unsqueeze(-1)], axis=1)
+        mask = paddle.concat([mask, paddle.ones([2 * g, 1], "int64")], axis=1)
+    with pytest.raises(ValueError, match="overflow"):
+        for _ in range(2):
+            decode_one_token(model, tok, None, next_pos + steps, cache)
 
 
 def test_rollout_positions_equal_rope_index_of_full_sequence(pair):

@@ -65,6 +65,23 @@ def test_rms_norm_gemm_grad_equals_eager():
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("b,g,nh,nkv", [(1, 4, 4, 2), (2, 3, 2, 1), (2, 1, 4, 4)])
+def test_grouped_decode_attention_equals_attention_over_repeated_prompt(b, g, nh, nkv):
+    hd, length, slots = 8, 7, 5
+    q, kp, vp = t(b * g, 1, nh, hd), t(nkv, b, length, hd), t(nkv, b, length, hd)
+    kn, vn = t(nkv, b * g, slots, hd), t(nkv, b * g, slots, hd)
+    pad = np.ones((b, length), "float32")
+    pad[-1, :2] = 0  # left padding in the last prompt
+    written = 3  # slots 0..2 hold generated tokens, 3..4 not yet
+    keys = np.concatenate([pad, np.tile((np.arange(slots) < written).astype("float32"), (b, 1))], axis=1)  # (B, K)
+    mask = paddle.to_tensor(((keys - 1.0) * 1e30).reshape(b, 1, 1, length + slots))
+    got = ops.grouped_decode_attention(q, kp, vp, kn, vn, mask, 0.3).numpy()
+    k_full = paddle.concat([paddle.repeat_interleave(kp, g, axis=1), kn], axis=2)  # (nkv, N, K, hd)
+    v_full = paddle.concat([paddle.repeat_interleave(vp, g, axis=1), vn], axis=2)
+    ref = ops.attention(q, k_full, v_full, paddle.repeat_interleave(mask, g, axis=0), 0.3).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
 def test_malloc_keeps_large_blocks_in_the_heap():
     """Paddle's CPU tensors come from glibc malloc; the start-up raises the mmap threshold so that
     large activations reuse freed heap memory instead of page-faulting fresh mmap pages."""
