@@ -24,6 +24,8 @@ def add_model_flags(p: argparse.ArgumentParser, **defaults) -> None:
     p.add_argument("--family", default=d["family"], choices=["qwen2_vl", "qwen2_5_vl"])
     for name in ("hidden", "heads", "kv_heads", "layers", "vision_depth", "vision_dim", "vocab", "image", "threads"):
         p.add_argument(f"--{name}", type=int, default=d[name])
+    p.add_argument("--rounds", type=int, default=3,
+                   help="fresh processes per side, alternating torch / paddle; each side reports its median")
     p.add_argument("--side", choices=["make", "torch", "paddle"], help=argparse.SUPPRESS)
     p.add_argument("--ckpt", help=argparse.SUPPRESS)
 
@@ -105,17 +107,22 @@ def dispatch_side(args: argparse.Namespace, run_torch: Callable, run_paddle: Cal
     return False
 
 
-def run_sides(script: str, argv: list[str], threads: int) -> dict[str, float]:
-    """Build the checkpoint, then time the torch side and the paddle side, each in a fresh process."""
+def run_sides(script: str, argv: list[str], threads: int, rounds: int = 3) -> dict[str, float]:
+    """Build the checkpoint, then time the torch side and the paddle side, each in a fresh process,
+    ``rounds`` times in alternation (torch, paddle, torch, ...) so that a slow spell of a shared host
+    hits both sides alike; returns each side's median over the rounds (and the per-round lists)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    results = {}
+    runs: dict[str, list[float]] = {"torch": [], "paddle": []}
     with tempfile.TemporaryDirectory() as ckpt:
         subprocess.run([sys.executable, script, *argv, "--side", "make", "--ckpt", ckpt], check=True, env=env,
                        capture_output=True)
-        for side in ("torch", "paddle"):
-            out = subprocess.run([sys.executable, script, *argv, "--side", side, "--ckpt", ckpt], check=True, env=env,
-                                 capture_output=True, text=True)
-            results[side] = json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+        for _ in range(max(1, rounds)):
+            for side in ("torch", "paddle"):
+                out = subprocess.run([sys.executable, script, *argv, "--side", side, "--ckpt", ckpt], check=True,
+                                     env=env, capture_output=True, text=True)
+                runs[side].append(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+    results = {side: sorted(v)[len(v) // 2] for side, v in runs.items()}
+    results.update({f"{side}_runs": v for side, v in runs.items()})
     return results
 
 

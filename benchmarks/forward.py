@@ -73,12 +73,15 @@ def main() -> None:
     args = p.parse_args()
     if dispatch_side(args, run_torch, run_paddle):
         return
-    results = run_sides(__file__, sys.argv[1:], args.threads)
+    results = run_sides(__file__, sys.argv[1:], args.threads, args.rounds)
     print(f"config: {args.family} hidden {args.hidden} x {args.layers} layers, vision {args.vision_dim} x "
           f"{args.vision_depth}, image {args.image}x{args.image}, {args.threads} threads")
     print(f"transformers (torch CPU) fwd+bwd: {results['torch'] * 1000:.1f} ms")
     print(f"paddlemix_r1 (paddle CPU) fwd+bwd: {results['paddle'] * 1000:.1f} ms")
-    print(f"ratio ours/transformers: {results['paddle'] / results['torch']:.2f}x (target <= 1.0)")
+    print(f"per round (ms): transformers {[round(x * 1000) for x in results['torch_runs']]}, "
+          f"paddlemix_r1 {[round(x * 1000) for x in results['paddle_runs']]}")
+    print(f"ratio ours/transformers (medians over {args.rounds} rounds): {results['paddle'] / results['torch']:.2f}x "
+          "(target <= 1.0)")
 
 
 if __name__ == "__main__":
