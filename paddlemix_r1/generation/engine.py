@@ -68,17 +68,20 @@ def prefill(model: VLModelBase, batch: dict, max_new_tokens: int):
     return out.logits[:, -1], cache, out.position_ids, out.rope_deltas
 
 
-def decode_one_token(model: VLModelBase, token: paddle.Tensor, attention_mask, position: paddle.Tensor,
-                     cache: KVCache | GroupedKVCache):
+def decode_one_token(model: VLModelBase, token: paddle.Tensor, attention_mask, position: paddle.Tensor | None,
+                     cache: KVCache | GroupedKVCache, rope_tables: tuple | None = None):
     """One decode step for all rows: token (N,), position (N,) -> logits (N, V).
 
     attention_mask (N, K): 1 for cached positions to attend to, including this token's. K may be
     the cache's full length (the not yet written tail 0): then no cache slice is copied per layer.
-    A ``GroupedKVCache`` keeps its own mask; pass None.
+    A ``GroupedKVCache`` keeps its own mask; pass None. ``rope_tables``: this step's slice of
+    ``model.model.rope_tables`` (then ``position`` may be None).
     """
-    pos = position.reshape([1, -1, 1]).expand([3, -1, 1])  # (3, N, 1): text advances all axes together
+    pos = None
+    if rope_tables is None:
+        pos = position.reshape([1, -1, 1]).expand([3, -1, 1])  # (3, N, 1): text advances all axes together
     out = model(input_ids=token.unsqueeze(-1), attention_mask=attention_mask, position_ids=pos, cache=cache,
-                logits_to_keep=1)
+                logits_to_keep=1, rope_tables=rope_tables)
     return out.logits[:, -1]
 
 
@@ -121,15 +124,18 @@ def generate(
                 prompt_pos = paddle.repeat_interleave(prompt_pos, g, axis=1)
             n = logits.shape[0]
             next_pos = prompt_mask.sum(axis=1) + deltas  # (N,) position of the first generated token
+            steps = paddle.arange(max_new_tokens, dtype="int64").unsqueeze(0)  # (1, T)
+            comp_pos = (next_pos.unsqueeze(-1) + steps).unsqueeze(0).expand([3, -1, -1])  # (3, N, T)
+            cos, sin = model.model.rope_tables(comp_pos)  # (N, T, heads, hd): every decode step's tables at once
             eos_t = paddle.to_tensor(eos, dtype="int64") if eos else None
             done = paddle.zeros([n], dtype="bool")
             tokens, logps = [], []
             for step in range(max_new_tokens):
                 if step > 0:
-                    logits = decode_one_token(model, tokens[-1], None, next_pos + step - 1, cache)
+                    rope = (cos[:, step - 1:step], sin[:, step - 1:step])  # token step-1 sits at next_pos + step-1
+                    logits = decode_one_token(model, tokens[-1], None, None, cache, rope_tables=rope)
+                # A finished row keeps decoding (rows are independent); its tokens after eos become pad below.
                 tok, lp = sample(logits, do_sample, temperature, top_k, top_p)
-                tok = paddle.where(done, paddle.full_like(tok, pad_token_id), tok)
-                lp = paddle.where(done, paddle.zeros_like(lp), lp)
                 tokens.append(tok)
                 logps.append(lp)
                 if eos_t is not None:
@@ -143,15 +149,14 @@ def generate(
     logprobs = paddle.stack(logps, axis=1)  # (N, T)
     t = completion.shape[1]
     completion_mask = _completion_mask(completion, eos, t)
-    steps = paddle.arange(t, dtype="int64").unsqueeze(0)  # (1, T)
-    comp_pos = (next_pos.unsqueeze(-1) + steps).unsqueeze(0).expand([3, -1, -1])  # (3, N, T)
+    completion = paddle.where(completion_mask.astype("bool"), completion, paddle.full_like(completion, pad_token_id))
     return GenerationOutput(
         completion_ids=completion,
         completion_mask=completion_mask,
         logprobs=logprobs * completion_mask.astype(logprobs.dtype),
         prompt_ids=paddle.repeat_interleave(batch["input_ids"], g, axis=0) if g > 1 else batch["input_ids"],
         attention_mask=paddle.concat([prompt_mask, completion_mask], axis=1),
-        position_ids=paddle.concat([prompt_pos, comp_pos], axis=2),
+        position_ids=paddle.concat([prompt_pos, comp_pos[:, :, :t]], axis=2),
     )
 
 

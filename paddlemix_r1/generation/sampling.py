@@ -5,7 +5,6 @@ from __future__ import annotations
 import paddle
 import paddle.nn.functional as F
 
-from paddlemix_r1 import ops
 from paddlemix_r1.ops.precision import fp32_region
 
 NEG_INF = float("-inf")
@@ -49,13 +48,14 @@ def sample(
         scaled = logits if logits.dtype == paddle.float32 else logits.astype("float32")  # (N, V)
         if temperature != 1.0:
             scaled = scaled / max(temperature, 1e-6)
-        logprobs = ops.log_softmax(scaled, axis=-1)  # (N, V)
+        probs = F.softmax(scaled, axis=-1)  # (N, V), over the full vocabulary
         if do_sample:
             filtered = top_p_filter(top_k_filter(scaled, top_k), top_p)
-            # Unfiltered, the draw's distribution is exp(logprobs) itself: no second softmax.
-            probs = paddle.exp(logprobs) if filtered is scaled else F.softmax(filtered, axis=-1)  # (N, V)
-            tokens = paddle.multinomial(probs, 1).reshape([-1])  # (N,)
+            draw = probs if filtered is scaled else F.softmax(filtered, axis=-1)  # (N, V)
+            tokens = paddle.multinomial(draw, 1)  # (N, 1)
         else:
-            tokens = paddle.argmax(scaled, axis=-1)  # (N,)
-        chosen = paddle.take_along_axis(logprobs, tokens.unsqueeze(-1), axis=-1).reshape([-1])  # (N,)
+            tokens = paddle.argmax(scaled, axis=-1, keepdim=True)  # (N, 1)
+        # log p(token): the drawn token has a probability far above fp32's underflow (clip only guards log 0)
+        chosen = paddle.log(paddle.take_along_axis(probs, tokens, axis=-1).clip(min=1e-38)).reshape([-1])  # (N,)
+    tokens = tokens.reshape([-1])
     return tokens if tokens.dtype == paddle.int64 else tokens.astype("int64"), chosen

@@ -244,16 +244,22 @@ class Decoder(nn.Layer):
         self.register_buffer("inv_freq", ops.inv_freq(cfg.head_dim, cfg.rope_theta), persistable=False)
         self.recompute = False
 
+    def rope_tables(self, position_ids: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """M-RoPE cos/sin for position_ids (3, B, L), expanded for q and k heads: (B, L, nh + nkv, hd)."""
+        cos, sin = ops.mrope_cos_sin(position_ids, self.inv_freq, self.cfg.mrope_section)  # (B, L, hd)
+        heads = self.cfg.num_attention_heads + self.cfg.num_key_value_heads
+        return ops.expand_tables(cos, sin, heads)  # shared by all layers
+
     def forward(self, embeds, position_ids, attention_mask, cache: KVCache | GroupedKVCache | None = None,
-                prefix_kv: list | None = None, return_kv: bool = False):
+                prefix_kv: list | None = None, return_kv: bool = False, rope: tuple | None = None):
         """embeds (B, L, H); position_ids (3, B, L); attention_mask (B, K) over cache (or prefix) + new tokens.
 
         ``prefix_kv``: per layer (k, v) (nkv, B, P, hd) of P earlier positions to attend to (no cache).
         ``return_kv``: also return each layer's (k, v) of these positions, for use as a prefix.
+        ``rope``: ``rope_tables(position_ids)`` computed beforehand (the rollout makes all decode steps'
+        tables at once); position_ids is then unused.
         """
-        cos, sin = ops.mrope_cos_sin(position_ids, self.inv_freq, self.cfg.mrope_section)  # (B, L, hd)
-        heads = self.cfg.num_attention_heads + self.cfg.num_key_value_heads
-        cos, sin = ops.expand_tables(cos, sin, heads)  # (B, L, nh + nkv, hd), shared by all layers
+        cos, sin = self.rope_tables(position_ids) if rope is None else rope  # (B, L, nh + nkv, hd)
         if cache is not None:
             mask = cache.step_mask(attention_mask, embeds.shape[1])  # (B, 1, L, K) (grouped: see GroupedKVCache)
         else:
@@ -398,6 +404,7 @@ class VLModelBase(nn.Layer):
         return_logits: bool = True,
         group_size: int = 1,
         prompt_length: int | None = None,
+        rope_tables: tuple[paddle.Tensor, paddle.Tensor] | None = None,
     ) -> ModelOutput:
         """Full forward. ``position_ids`` (3, B, L) may be given (decode steps, log-prob passes);
         otherwise they come from ``rope_index``. With ``cache``, ``attention_mask`` covers the
@@ -405,20 +412,20 @@ class VLModelBase(nn.Layer):
         ``group_size`` G: input_ids has G rows per prompt, pixel inputs one entry per prompt (see
         ``embed``); position_ids must then be given (the rollout returns them). ``prompt_length``:
         vision placeholders only count in the first ``prompt_length`` positions (log-prob passes over
-        prompt + completion).
+        prompt + completion). ``rope_tables``: ``model.model.rope_tables(position_ids)``, precomputed.
         """
         if group_size > 1 and position_ids is None:
             raise ValueError("group_size > 1 needs position_ids (e.g. GenerationOutput.position_ids)")
         if attention_mask is None:
             attention_mask = paddle.ones(input_ids.shape, dtype="int64")
         deltas = None
-        if position_ids is None:
+        if position_ids is None and rope_tables is None:
             position_ids, deltas = self.rope_index(
                 input_ids, attention_mask[:, -input_ids.shape[1]:], image_grid_thw, video_grid_thw, second_per_grid_ts
             )
         embeds = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw, group_size,
                             prompt_length)
-        hidden = self.model(embeds, position_ids, attention_mask, cache)  # (B, L, H)
+        hidden = self.model(embeds, position_ids, attention_mask, cache, rope=rope_tables)  # (B, L, H)
         logits = None
         if return_logits:
             h = hidden if logits_to_keep is None else hidden[:, -logits_to_keep:]
