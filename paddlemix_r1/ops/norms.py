@@ -6,6 +6,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle.autograd import PyLayer
 
+from paddlemix_r1.ops.broadcast import expand_to
 from paddlemix_r1.ops.dispatch import get, register
 from paddlemix_r1.ops.linear import sum_rows
 from paddlemix_r1.ops.precision import fp32_region
@@ -18,8 +19,8 @@ def rms_norm_eager(x: paddle.Tensor, weight: paddle.Tensor, eps: float) -> paddl
     with fp32_region():
         xf = x if fp32 else x.astype("float32")  # skip no-op casts: the decode step is op-count bound
         var = (xf * xf).mean(axis=-1, keepdim=True)  # (..., 1); x*x, as Paddle's CPU pow is ~40x slower
-        normed = xf * paddle.rsqrt(var + eps)
-    return weight * (normed if fp32 else normed.astype(x.dtype))
+        normed = xf * expand_to(paddle.rsqrt(var + eps), xf.shape)
+    return expand_to(weight, x.shape) * (normed if fp32 else normed.astype(x.dtype))
 
 
 class _RMSNormFP32(PyLayer):
@@ -29,15 +30,15 @@ class _RMSNormFP32(PyLayer):
     @staticmethod
     def forward(ctx, x, weight, eps):
         r = paddle.rsqrt((x * x).mean(axis=-1, keepdim=True) + eps)  # (..., 1)
-        xr = x * r  # (..., D)
+        xr = x * expand_to(r, x.shape)  # (..., D)
         ctx.save_for_backward(xr, r, weight)
-        return xr * weight
+        return xr * expand_to(weight, x.shape)
 
     @staticmethod
     def backward(ctx, grad):
         xr, r, weight = ctx.saved_tensor()
-        gw = grad * weight  # (..., D)
-        dx = r * (gw - xr * (gw * xr).mean(axis=-1, keepdim=True))
+        gw = grad * expand_to(weight, grad.shape)  # (..., D)
+        dx = expand_to(r, gw.shape) * (gw - xr * expand_to((gw * xr).mean(axis=-1, keepdim=True), gw.shape))
         return dx, sum_rows(grad * xr)
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import paddle
 import paddle.nn.functional as F
 
+from paddlemix_r1.ops.broadcast import expand_to
 from paddlemix_r1.ops.dispatch import get, register
 
 
 @register("log_softmax", "eager")
 def log_softmax_eager(x: paddle.Tensor, axis: int = -1) -> paddle.Tensor:
-    shifted = x - x.max(axis=axis, keepdim=True).detach()
-    return shifted - paddle.log(paddle.exp(shifted).sum(axis=axis, keepdim=True))
+    shifted = x - expand_to(x.max(axis=axis, keepdim=True).detach(), x.shape)
+    return shifted - expand_to(paddle.log(paddle.exp(shifted).sum(axis=axis, keepdim=True)), x.shape)
 
 
 @register("log_softmax", "fused")
