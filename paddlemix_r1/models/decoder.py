@@ -106,9 +106,9 @@ class GroupedKVCache:
         dtype = prefill.k[0].dtype
         self.k_new = [paddle.zeros([nkv, n, t, hd], dtype) for _ in prefill.k]
         self.v_new = [paddle.zeros([nkv, n, t, hd], dtype) for _ in prefill.v]
-        keys = prompt_mask.astype("float32").reshape([b, 1, 1, length])  # 1 token, 0 padding
-        self._prompt_add = (keys - 1.0) * -NEG_INF  # (B, 1, 1, L): 0 or NEG_INF
-        self._new_add = paddle.full([b, 1, 1, t], NEG_INF, "float32")  # slots not yet written
+        keys = paddle.repeat_interleave(prompt_mask.astype("float32"), group_size, axis=0)  # (N, L) 1 token, 0 pad
+        self._prompt_add = ((keys - 1.0) * -NEG_INF).reshape([n, 1, length])  # (N, 1, L): 0 or NEG_INF
+        self._new_add = paddle.full([n, 1, t], NEG_INF, "float32")  # slots not yet written
         self.prompt_length, self.length, self.max_len = length, length, length + t
         self._mask: paddle.Tensor | None = None
 
@@ -117,14 +117,14 @@ class GroupedKVCache:
         return int(self.k_new[0].shape[1])
 
     def step_mask(self, attention_mask: paddle.Tensor | None, q_len: int) -> paddle.Tensor:
-        """(B, 1, 1, L + T) over [prompt | generated slots] for the token written at slot length - L.
+        """(N, 1, L + T) over [prompt | generated slots] for the token written at slot length - L.
         ``attention_mask`` is not needed (see the class docstring)."""
         if q_len != 1:
             raise ValueError(f"GroupedKVCache decodes one token per row at a time, got {q_len}")
         slot = self.length - self.prompt_length
         if slot >= self.max_len - self.prompt_length:
             raise ValueError(f"KV cache overflow: slot {slot}, allocated {self.max_len - self.prompt_length}")
-        self._new_add[:, :, :, slot] = 0.0
+        self._new_add[:, :, slot] = 0.0
         return paddle.concat([self._prompt_add, self._new_add], axis=-1)
 
     def attend(self, layer: int, q, k, v, mask, scale: float) -> paddle.Tensor:

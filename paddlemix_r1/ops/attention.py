@@ -41,26 +41,29 @@ def attention_eager(
     """q: (B, Lq, nh, hd); k, v: (nkv, B, Lk, hd), head-first (the KV-cache layout), nh % nkv == 0 (GQA);
     mask additive (B, 1, Lq, Lk) (or (B, 1, 1, Lk) for key-only masks) or None. Returns (B, Lq, nh, hd).
 
-    Scores are laid out (nkv, g, B, Lq, Lk) with g = nh / nkv: the g query heads sharing a key head
-    broadcast over k in the matmul (no repeated keys), and the mask is expanded to the scores' shape
-    before the add (see ops/broadcast.py).
+    The g = nh / nkv query heads sharing a key head are stacked as rows of one matmul, queries laid out
+    (nkv, B, g * Lq, hd): no batch axis is broadcast (Paddle's CPU batched matmul is ~3x slower when it
+    broadcasts one, and its backward then reduces over it: attention fwd+bwd at B=16, Lq=64, Lk=196,
+    16 heads over 8 key heads took 27.8 ms with keys broadcast over g, 20.9 ms so). The mask is
+    expanded to the scores' shape before the add (see ops/broadcast.py).
     """
     b, lq, nh, hd = q.shape
-    nkv = k.shape[0]
+    nkv, lk = k.shape[0], k.shape[2]
     g = nh // nkv
     # Scale the queries, not the (larger) score matrix.
-    qt = (q * scale).reshape([b, lq, nkv, g, hd]).transpose([2, 3, 0, 1, 4])  # (nkv, g, B, Lq, hd)
+    qt = (q * scale).reshape([b, lq, nkv, g, hd]).transpose([2, 0, 3, 1, 4]).reshape([nkv, b, g * lq, hd])
     with fp32_region():
-        scores = paddle.matmul(qt, k.unsqueeze(1), transpose_y=True)  # (nkv, g, B, Lq, Lk)
+        scores = paddle.matmul(qt, k, transpose_y=True)  # (nkv, B, g*Lq, Lk)
         if scores.dtype != paddle.float32:
             scores = scores.astype("float32")
         if mask is not None:
-            scores = scores + expand_to(mask.squeeze(1), scores.shape)  # (B, Lq or 1, Lk) over (nkv, g)
+            scores = scores.reshape([nkv, b, g, lq, lk])
+            scores = (scores + expand_to(mask, scores.shape)).reshape([nkv, b, g * lq, lk])  # mask (B, 1, Lq|1, Lk)
         probs = F.softmax(scores, axis=-1)
         if probs.dtype != q.dtype:
             probs = probs.astype(q.dtype)
-    out = paddle.matmul(probs, v.unsqueeze(1))  # (nkv, g, B, Lq, hd)
-    return out.transpose([2, 3, 0, 1, 4]).reshape([b, lq, nh, hd])
+    out = paddle.matmul(probs, v).reshape([nkv, b, g, lq, hd])  # (nkv, B, g, Lq, hd)
+    return out.transpose([1, 3, 0, 2, 4]).reshape([b, lq, nh, hd])
 
 
 @register("attention", "fused")
@@ -87,32 +90,31 @@ def grouped_decode_attention_eager(
     """One decode step for N = B*G rows whose G consecutive rows share one prompt's keys/values.
 
     q (N, 1, nh, hd); k_prompt, v_prompt (nkv, B, L, hd): each prompt ONCE; k_new, v_new (nkv, N, T, hd):
-    the generated tokens' keys/values per row; mask additive (B, 1, 1, L + T) or (B, 1, G, L + T) over
-    [prompt | generated] keys (broadcast over the g query heads of a key head). Returns (N, 1, nh, hd); the same numbers as ``attention_eager`` over the
-    prompt keys repeated G times (tested), while reading the prompt cache once instead of G times.
+    the generated tokens' keys/values per row; mask additive (N, 1, L + T) over [prompt | generated]
+    keys of each row. Returns (N, 1, nh, hd); the same numbers as ``attention_eager`` over the prompt
+    keys repeated G times (tested), while reading the prompt cache once instead of G times.
 
-    Scores are laid out (nkv, B, g, G, K) with g = nh / nkv: the prompt part is one matmul whose rows
-    are the g*G queries of a prompt, the generated part a batched matmul broadcast over g.
+    Queries are laid out (nkv, N, g, hd) with g = nh / nkv: against the prompt, a prompt's G*g queries
+    are the rows of one matmul; against the generated tokens, each row's g queries are (no batch
+    broadcasting: Paddle's batched matmul is ~3x slower when it broadcasts a batch axis).
     """
     n, _, nh, hd = q.shape
     nkv, b, length = k_prompt.shape[0], k_prompt.shape[1], k_prompt.shape[2]
     rows, g = n // b, nh // nkv
-    t = k_new.shape[2]
-    qq = (q * scale).reshape([b, rows, nkv, g, hd]).transpose([2, 0, 3, 1, 4])  # (nkv, B, g, G, hd)
+    qt = (q * scale).reshape([n, nkv, g, hd]).transpose([1, 0, 2, 3])  # (nkv, N, g, hd) = (nkv, B, G, g, hd)
     with fp32_region():
-        s_p = paddle.matmul(qq.reshape([nkv, b, g * rows, hd]), k_prompt, transpose_y=True)  # (nkv, B, g*G, L)
-        kn = k_new.reshape([nkv, b, 1, rows, t, hd])  # (nkv, B, 1, G, T, hd)
-        s_n = paddle.matmul(qq.unsqueeze(-2), kn, transpose_y=True)  # (nkv, B, g, G, 1, T)
-        scores = paddle.concat([s_p.reshape([nkv, b, g, rows, length]), s_n.squeeze(-2)], axis=-1)  # (nkv, B, g, G, K)
+        s_p = paddle.matmul(qt.reshape([nkv, b, rows * g, hd]), k_prompt, transpose_y=True)  # (nkv, B, G*g, L)
+        s_n = paddle.matmul(qt, k_new, transpose_y=True)  # (nkv, N, g, T)
+        scores = paddle.concat([s_p.reshape([nkv, n, g, length]), s_n], axis=-1)  # (nkv, N, g, K)
         if scores.dtype != paddle.float32:
             scores = scores.astype("float32")
-        probs = F.softmax(scores + mask.expand(scores.shape), axis=-1)  # mask (B, 1, 1 or G, K) ~ (B, g, G, K)
+        probs = F.softmax(scores + mask.unsqueeze(0).expand(scores.shape), axis=-1)  # mask (N, 1, K)
         if probs.dtype != q.dtype:
             probs = probs.astype(q.dtype)
-    p_p, p_n = paddle.split(probs, [length, t], axis=-1)
-    out = paddle.matmul(p_p.reshape([nkv, b, g * rows, length]), v_prompt).reshape([nkv, b, g, rows, hd])
-    out = out + paddle.matmul(p_n.unsqueeze(-2), v_new.reshape([nkv, b, 1, rows, t, hd])).squeeze(-2)  # (nkv, B, g, G, hd)
-    return out.transpose([1, 3, 0, 2, 4]).reshape([n, 1, nh, hd])
+    p_p, p_n = paddle.split(probs, [length, k_new.shape[2]], axis=-1)
+    out = paddle.matmul(p_p.reshape([nkv, b, rows * g, length]), v_prompt).reshape([nkv, n, g, hd])
+    out = out + paddle.matmul(p_n, v_new)  # (nkv, N, g, hd)
+    return out.transpose([1, 0, 2, 3]).reshape([n, 1, nh, hd])
 
 
 def grouped_decode_attention(

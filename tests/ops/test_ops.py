@@ -73,11 +73,11 @@ def test_grouped_decode_attention_equals_attention_over_repeated_prompt(b, g, nh
     pad[-1, :2] = 0  # left padding in the last prompt
     written = 3  # slots 0..2 hold generated tokens, 3..4 not yet
     keys = np.concatenate([pad, np.tile((np.arange(slots) < written).astype("float32"), (b, 1))], axis=1)  # (B, K)
-    mask = paddle.to_tensor(((keys - 1.0) * 1e30).reshape(b, 1, 1, length + slots))
+    mask = paddle.to_tensor(np.repeat((keys - 1.0) * 1e30, g, axis=0).reshape(b * g, 1, length + slots))
     got = ops.grouped_decode_attention(q, kp, vp, kn, vn, mask, 0.3).numpy()
     k_full = paddle.concat([paddle.repeat_interleave(kp, g, axis=1), kn], axis=2)  # (nkv, N, K, hd)
     v_full = paddle.concat([paddle.repeat_interleave(vp, g, axis=1), vn], axis=2)
-    ref = ops.attention(q, k_full, v_full, paddle.repeat_interleave(mask, g, axis=0), 0.3).numpy()
+    ref = ops.attention(q, k_full, v_full, mask.unsqueeze(1), 0.3).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
 
 
