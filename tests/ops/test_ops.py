@@ -27,6 +27,7 @@ def test_cpu_uses_eager_except_measured_cpu_choices():
             assert ops.implementation(op) == "eager", op
         assert ops.implementation("linear") == "gemm_grad"
         assert ops.implementation("rms_norm") == "gemm_grad"
+        assert ops.implementation("layer_norm") == "gemm_grad"
 
 
 def _values_and_grads(fn, *tensors):
@@ -79,6 +80,18 @@ def test_grouped_decode_attention_equals_attention_over_repeated_prompt(b, g, nh
     v_full = paddle.concat([paddle.repeat_interleave(vp, g, axis=1), vn], axis=2)
     ref = ops.attention(q, k_full, v_full, mask.unsqueeze(1), 0.3).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 16), (300, 64)])
+def test_layer_norm_gemm_grad_equals_eager(shape):
+    x, w, b = t(*shape), t(shape[-1]), t(shape[-1])
+    with ops.override(layer_norm="gemm_grad"):
+        got = _values_and_grads(lambda *a: ops.layer_norm(*a, 1e-6), x, w, b)
+    with ops.override(layer_norm="eager"):
+        ref = _values_and_grads(lambda *a: ops.layer_norm(*a, 1e-6), x, w, b)
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-6, atol=1e-6)
+    for g, r in zip(got[1], ref[1]):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
 
 
 def test_malloc_keeps_large_blocks_in_the_heap():
