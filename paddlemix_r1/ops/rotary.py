@@ -106,7 +106,8 @@ def apply_rotary_eager(
         if qk.dtype != paddle.float32:
             qk = qk.astype("float32")
         out = qk * c + paddle.matmul(qk, rotate_half_matrix(qk.shape[-1])) * s
-        q_out, k_out = out[:, :, :nh], out[:, :, nh:]
+        # split, not slices: a slice's backward fills a zero tensor of the full size per slice
+        q_out, k_out = paddle.split(out, [nh, out.shape[2] - nh], axis=2)
     if q.dtype != paddle.float32:
         q_out, k_out = q_out.astype(q.dtype), k_out.astype(k.dtype)
     return q_out, k_out
