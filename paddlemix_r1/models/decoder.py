@@ -155,7 +155,7 @@ class Attention(nn.Layer):
         return this call's (k, v)."""
         b, length, _ = x.shape
         if self.packed is not None:  # one GEMM for q, k, v (rollout)
-            qkv = paddle.nn.functional.linear(x, *self.packed)  # (B, L, (nh + 2 nkv) hd)
+            qkv = ops.linear(x, *self.packed)  # (B, L, (nh + 2 nkv) hd)
             q, k, v = paddle.split(qkv, [self.nh * self.hd, self.nkv * self.hd, self.nkv * self.hd], axis=-1)
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
@@ -188,7 +188,7 @@ class MLP(nn.Layer):
 
     def forward(self, x):
         if self.packed is not None:  # one GEMM for gate and up (rollout)
-            return self.down_proj(ops.swiglu_packed(paddle.nn.functional.linear(x, *self.packed)))
+            return self.down_proj(ops.swiglu_packed(ops.linear(x, *self.packed)))
         return self.down_proj(ops.swiglu(self.gate_proj(x), self.up_proj(x)))
 
 
