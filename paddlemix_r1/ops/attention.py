@@ -51,7 +51,8 @@ def attention_eager(
     nkv, lk = k.shape[0], k.shape[2]
     g = nh // nkv
     # Scale the queries, not the (larger) score matrix.
-    qt = (q * scale).reshape([b, lq, nkv, g, hd]).transpose([2, 0, 3, 1, 4]).reshape([nkv, b, g * lq, hd])
+    qs = q if scale == 1.0 else q * scale
+    qt = qs.reshape([b, lq, nkv, g, hd]).transpose([2, 0, 3, 1, 4]).reshape([nkv, b, g * lq, hd])
     with fp32_region():
         scores = paddle.matmul(qt, k, transpose_y=True)  # (nkv, B, g*Lq, Lk)
         if scores.dtype != paddle.float32:
@@ -101,7 +102,8 @@ def grouped_decode_attention_eager(
     n, _, nh, hd = q.shape
     nkv, b, length = k_prompt.shape[0], k_prompt.shape[1], k_prompt.shape[2]
     rows, g = n // b, nh // nkv
-    qt = (q * scale).reshape([n, nkv, g, hd]).transpose([1, 0, 2, 3])  # (nkv, N, g, hd) = (nkv, B, G, g, hd)
+    qs = q if scale == 1.0 else q * scale
+    qt = qs.reshape([n, nkv, g, hd]).transpose([1, 0, 2, 3])  # (nkv, N, g, hd) = (nkv, B, G, g, hd)
     with fp32_region():
         s_p = paddle.matmul(qt.reshape([nkv, b, rows * g, hd]), k_prompt, transpose_y=True)  # (nkv, B, G*g, L)
         s_n = paddle.matmul(qt, k_new, transpose_y=True)  # (nkv, N, g, T)

@@ -13,14 +13,16 @@ from paddlemix_r1.ops.precision import fp32_region
 
 
 @register("rms_norm", "eager")
-def rms_norm_eager(x: paddle.Tensor, weight: paddle.Tensor, eps: float) -> paddle.Tensor:
-    """weight * (x / sqrt(mean(x^2) + eps)); statistics in fp32, cast back before the weight (as HF)."""
+def rms_norm_eager(x: paddle.Tensor, weight: paddle.Tensor | None, eps: float) -> paddle.Tensor:
+    """weight * (x / sqrt(mean(x^2) + eps)); statistics in fp32, cast back before the weight (as HF).
+    ``weight`` None: the normalized x alone (the weight folded into the next projection)."""
     fp32 = x.dtype == paddle.float32
     with fp32_region():
         xf = x if fp32 else x.astype("float32")  # skip no-op casts: the decode step is op-count bound
         var = (xf * xf).mean(axis=-1, keepdim=True)  # (..., 1); x*x, as Paddle's CPU pow is ~40x slower
         normed = xf * expand_to(paddle.rsqrt(var + eps), xf.shape)
-    return expand_to(weight, x.shape) * (normed if fp32 else normed.astype(x.dtype))
+    normed = normed if fp32 else normed.astype(x.dtype)
+    return normed if weight is None else expand_to(weight, x.shape) * normed
 
 
 class _RMSNormFP32(PyLayer):
@@ -43,24 +45,27 @@ class _RMSNormFP32(PyLayer):
 
 
 @register("rms_norm", "gemm_grad")
-def rms_norm_gemm_grad(x: paddle.Tensor, weight: paddle.Tensor, eps: float) -> paddle.Tensor:
+def rms_norm_gemm_grad(x: paddle.Tensor, weight: paddle.Tensor | None, eps: float) -> paddle.Tensor:
     """``rms_norm_eager`` with the backward written out: the weight gradient is a GEMM instead of
     Paddle's slow CPU reduction over leading axes (fp32 only; other dtypes take the eager path)."""
-    no_backward = not paddle.is_grad_enabled() or (x.stop_gradient and weight.stop_gradient)
-    if x.dtype != paddle.float32 or weight.dtype != paddle.float32 or no_backward:
+    if weight is None or not paddle.is_grad_enabled() or (x.stop_gradient and weight.stop_gradient):
+        return rms_norm_eager(x, weight, eps)
+    if x.dtype != paddle.float32 or weight.dtype != paddle.float32:
         return rms_norm_eager(x, weight, eps)
     return _RMSNormFP32.apply(x, weight, eps)
 
 
 @register("rms_norm", "fused")
-def rms_norm_fused(x: paddle.Tensor, weight: paddle.Tensor, eps: float) -> paddle.Tensor:
+def rms_norm_fused(x: paddle.Tensor, weight: paddle.Tensor | None, eps: float) -> paddle.Tensor:
     from paddle.incubate.nn.functional import fused_rms_norm
 
+    if weight is None:
+        return rms_norm_eager(x, None, eps)
     out = fused_rms_norm(x, weight, None, eps, begin_norm_axis=x.ndim - 1)
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def rms_norm(x: paddle.Tensor, weight: paddle.Tensor, eps: float = 1e-6) -> paddle.Tensor:
+def rms_norm(x: paddle.Tensor, weight: paddle.Tensor | None, eps: float = 1e-6) -> paddle.Tensor:
     return get("rms_norm")(x, weight, eps)
 
 

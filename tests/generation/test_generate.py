@@ -10,7 +10,7 @@ from hf_reference import IMAGE_TOKEN, VISION_END, VISION_START, HFModel, build_h
 
 from paddlemix_r1.generation import decode_one_token, generate, prefill
 from paddlemix_r1.models import from_pretrained
-from paddlemix_r1.models.decoder import GroupedKVCache
+from paddlemix_r1.models.decoder import GroupedKVCache, pack_projections
 
 FAMILIES = ["qwen2_vl", "qwen2_5_vl"]
 PAD = 0
@@ -110,6 +110,23 @@ def test_cached_decode_logits_equal_full_forward(pair):
         assert diff <= 1e-4, f"step {s}: max |cached - full| = {diff}"
         tok = paddle.argmax(logits, axis=-1)
         ids = paddle.concat([ids, tok.unsqueeze(-1)], axis=1)
+
+
+def test_packed_projections_keep_the_logits_and_are_undone(pair):
+    """The rollout's packed GEMMs (q/k/v and gate/up concatenated, RMSNorm weights and the attention
+    scale folded in) give the model's logits; leaving the block restores the plain layers."""
+    _, model = pair
+    batch = _paddle(make_batch(BATCHES["left-padded-pair"]))
+    with paddle.no_grad():
+        ref = model(**batch).logits.numpy()
+        with pack_projections(model.model):
+            assert all(layer.input_layernorm.folded for layer in model.model.layers)
+            packed = model(**batch).logits.numpy()
+        after = model(**batch).logits.numpy()
+    keep = batch["attention_mask"].numpy().astype(bool)
+    assert np.abs(packed - ref)[keep].max() <= 1e-4
+    np.testing.assert_array_equal(after, ref)
+    assert not any(layer.input_layernorm.folded or layer.self_attn.packed for layer in model.model.layers)
 
 
 def test_grouped_cache_decode_logits_equal_full_forward(pair):
