@@ -116,7 +116,7 @@ def generate(
             logits, prompt_cache, prompt_pos, deltas = prefill(model, batch, 0)
             prompt_mask = batch["attention_mask"].astype("int64")
             # group prefix sharing: the prompt's keys/values stay once per prompt, not G times
-            cache = GroupedKVCache(prompt_cache, prompt_mask, g, max_new_tokens)
+            cache = GroupedKVCache(prompt_cache, prompt_mask, g, max_new_tokens, model.config.text.num_attention_heads)
             if g > 1:
                 logits = paddle.repeat_interleave(logits, g, axis=0)
                 prompt_mask = paddle.repeat_interleave(prompt_mask, g, axis=0)

@@ -98,7 +98,8 @@ class GroupedKVCache:
     is the prompt's padding plus "slot already written"; it is built here, once per step.
     """
 
-    def __init__(self, prefill: KVCache, prompt_mask: paddle.Tensor, group_size: int, max_new_tokens: int):
+    def __init__(self, prefill: KVCache, prompt_mask: paddle.Tensor, group_size: int, max_new_tokens: int,
+                 num_heads: int | None = None):
         self.k_prompt, self.v_prompt = prefill.k, prefill.v  # per layer (nkv, B, L, hd)
         nkv, b, length, hd = prefill.k[0].shape
         if prefill.length != length:
@@ -111,14 +112,17 @@ class GroupedKVCache:
         self._prompt_add = ((keys - 1.0) * -NEG_INF).reshape([n, 1, length])  # (N, 1, L): 0 or NEG_INF
         self._new_add = paddle.full([n, 1, t], NEG_INF, "float32")  # slots not yet written
         self.prompt_length, self.length, self.max_len = length, length, length + t
-        self._mask: paddle.Tensor | None = None
+        # With the query head count, each step's mask is expanded once to the scores' (nkv, N, g, K)
+        # instead of in every layer.
+        self._score_shape = None if num_heads is None else [nkv, n, num_heads // nkv, length + t]
 
     @property
     def batch(self) -> int:
         return int(self.k_new[0].shape[1])
 
     def step_mask(self, attention_mask: paddle.Tensor | None, q_len: int) -> paddle.Tensor:
-        """(N, 1, L + T) over [prompt | generated slots] for the token written at slot length - L.
+        """(N, 1, L + T) (or expanded to (nkv, N, g, L + T)) over [prompt | generated slots] for the token
+        written at slot length - L.
         ``attention_mask`` is not needed (see the class docstring)."""
         if q_len != 1:
             raise ValueError(f"GroupedKVCache decodes one token per row at a time, got {q_len}")
@@ -126,7 +130,8 @@ class GroupedKVCache:
         if slot >= self.max_len - self.prompt_length:
             raise ValueError(f"KV cache overflow: slot {slot}, allocated {self.max_len - self.prompt_length}")
         self._new_add[:, :, slot] = 0.0
-        return paddle.concat([self._prompt_add, self._new_add], axis=-1)
+        mask = paddle.concat([self._prompt_add, self._new_add], axis=-1)  # (N, 1, K)
+        return mask if self._score_shape is None else mask.unsqueeze(0).expand(self._score_shape)
 
     def attend(self, layer: int, q, k, v, mask, scale: float) -> paddle.Tensor:
         """k, v (nkv, N, 1, hd) of this step's tokens -> their slot; q (N, 1, nh, hd) attends over the
@@ -148,6 +153,7 @@ class Attention(nn.Layer):
         self.o_proj = Linear(self.nh * self.hd, cfg.hidden_size, bias_attr=False)
         self.scale = self.hd**-0.5
         self.packed: tuple[paddle.Tensor, paddle.Tensor] | None = None  # see pack_projections
+        self.packed_rotate_half = False  # packed weights also give rotate_half(q), rotate_half(k)
 
     def forward(self, x, cos, sin, mask, cache: KVCache | GroupedKVCache | None, layer_idx: int, prefix=None,
                 return_kv=False):
@@ -155,15 +161,23 @@ class Attention(nn.Layer):
         (a shared prompt) that this call's queries attend to before their own. ``return_kv``: also
         return this call's (k, v)."""
         b, length, _ = x.shape
-        if self.packed is not None:  # one GEMM for q, k, v (rollout)
-            qkv = ops.linear(x, *self.packed)  # (B, L, (nh + 2 nkv) hd)
-            q, k, v = paddle.split(qkv, [self.nh * self.hd, self.nkv * self.hd, self.nkv * self.hd], axis=-1)
+        if self.packed_rotate_half:  # one GEMM gives [q k | rotate_half(q k) | v] (rollout, CPU)
+            qk_cols = (self.nh + self.nkv) * self.hd
+            qk, qk_rot, v = paddle.split(ops.linear(x, *self.packed), [qk_cols, qk_cols, self.nkv * self.hd], axis=-1)
+            shape = [b, length, self.nh + self.nkv, self.hd]
+            qk = qk.reshape(shape) * cos + qk_rot.reshape(shape) * sin  # (B, L, nh + nkv, hd); tables expanded
+            q, k = paddle.split(qk, [self.nh, self.nkv], axis=2)
+            v = v.reshape([b, length, self.nkv, self.hd])
         else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        q = q.reshape([b, length, self.nh, self.hd])  # (B, L, nh, hd)
-        k = k.reshape([b, length, self.nkv, self.hd])  # (B, L, nkv, hd)
-        v = v.reshape([b, length, self.nkv, self.hd])
-        q, k = ops.apply_rotary(q, k, cos, sin)
+            if self.packed is not None:  # one GEMM for q, k, v (rollout)
+                qkv = ops.linear(x, *self.packed)  # (B, L, (nh + 2 nkv) hd)
+                q, k, v = paddle.split(qkv, [self.nh * self.hd, self.nkv * self.hd, self.nkv * self.hd], axis=-1)
+            else:
+                q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+            q = q.reshape([b, length, self.nh, self.hd])  # (B, L, nh, hd)
+            k = k.reshape([b, length, self.nkv, self.hd])  # (B, L, nkv, hd)
+            v = v.reshape([b, length, self.nkv, self.hd])
+            q, k = ops.apply_rotary(q, k, cos, sin)
         k, v = k.transpose([2, 0, 1, 3]), v.transpose([2, 0, 1, 3])  # (nkv, B, L, hd)
         own = (k, v)
         scale = 1.0 if self.packed is not None else self.scale  # packed q weights carry the scale
@@ -194,30 +208,46 @@ class MLP(nn.Layer):
         return self.down_proj(ops.swiglu(self.gate_proj(x), self.up_proj(x)))
 
 
+def _rotate_half_columns(w: paddle.Tensor, head_dim: int) -> paddle.Tensor:
+    """Projection columns (..., heads * hd) -> the columns that compute rotate_half of each head's output."""
+    r = ops.rotate_half_matrix(head_dim)  # (hd, hd), exact signed permutation
+    shape = w.shape
+    return paddle.matmul(w.reshape([*shape[:-1], -1, head_dim]), r).reshape(shape)
+
+
 @contextlib.contextmanager
 def pack_projections(decoder: nn.Layer) -> Iterator[None]:
     """Inside the block, each decoder layer computes q/k/v with one GEMM and gate/up with another,
     from weights concatenated on entry (fewer, larger ops: the CPU decode step is op-count bound).
-    The same GEMMs also absorb what precedes them elementwise: the RMSNorm weight before each
-    (normed * w) @ W == normed @ (w[:, None] * W), and the attention scale (rotary is linear, so
-    rotating scaled queries equals scaling rotated ones): three fewer ops per layer and step.
+    The same GEMMs also absorb what surrounds them linearly: the RMSNorm weight before each
+    ((normed * w) @ W == normed @ (w[:, None] * W)), the attention scale (rotary is linear, so rotating
+    scaled queries equals scaling rotated ones), and, with the eager fp32 rotary, rotate_half of q and k
+    (a signed permutation of columns): the rotation is then q * cos + q_rot * sin.
     For inference only: the packed copies do not follow weight updates and are dropped on exit."""
     layers = [m for m in decoder.sublayers() if isinstance(m, DecoderLayer)]
     with paddle.no_grad():
         for layer in layers:
             a, m = layer.self_attn, layer.mlp
             w_in = layer.input_layernorm.weight.unsqueeze(-1)  # (H, 1)
-            w = paddle.concat([a.q_proj.weight * a.scale, a.k_proj.weight, a.v_proj.weight], axis=1)  # (H, (nh+2nkv) hd)
-            a.packed = (w_in * w, paddle.concat([a.q_proj.bias * a.scale, a.k_proj.bias, a.v_proj.bias]))
-            bias = None if m.gate_proj.bias is None else paddle.concat([m.gate_proj.bias, m.up_proj.bias])
+            wq, bq = a.q_proj.weight * a.scale, a.q_proj.bias * a.scale
+            fold_rot = ops.implementation("rotary") == "eager" and wq.dtype == paddle.float32
+            cols = [wq, a.k_proj.weight]
+            bias = [bq, a.k_proj.bias]
+            if fold_rot:
+                cols += [_rotate_half_columns(wq, a.hd), _rotate_half_columns(a.k_proj.weight, a.hd)]
+                bias += [_rotate_half_columns(bq, a.hd), _rotate_half_columns(a.k_proj.bias, a.hd)]
+            a.packed = (w_in * paddle.concat([*cols, a.v_proj.weight], axis=1), paddle.concat([*bias, a.v_proj.bias]))
+            a.packed_rotate_half = fold_rot
+            gate_bias = None if m.gate_proj.bias is None else paddle.concat([m.gate_proj.bias, m.up_proj.bias])
             w_post = layer.post_attention_layernorm.weight.unsqueeze(-1)  # (H, 1)
-            m.packed = (w_post * paddle.concat([m.gate_proj.weight, m.up_proj.weight], axis=1), bias)
+            m.packed = (w_post * paddle.concat([m.gate_proj.weight, m.up_proj.weight], axis=1), gate_bias)
             layer.input_layernorm.folded = layer.post_attention_layernorm.folded = True
     try:
         yield
     finally:
         for layer in layers:
             layer.self_attn.packed = layer.mlp.packed = None
+            layer.self_attn.packed_rotate_half = False
             layer.input_layernorm.folded = layer.post_attention_layernorm.folded = False
 
 
@@ -424,7 +454,7 @@ class VLModelBase(nn.Layer):
         """
         if group_size > 1 and position_ids is None:
             raise ValueError("group_size > 1 needs position_ids (e.g. GenerationOutput.position_ids)")
-        if attention_mask is None:
+        if attention_mask is None and not isinstance(cache, GroupedKVCache):  # the grouped cache keeps its own
             attention_mask = paddle.ones(input_ids.shape, dtype="int64")
         deltas = None
         if position_ids is None and rope_tables is None:
@@ -436,7 +466,8 @@ class VLModelBase(nn.Layer):
         hidden = self.model(embeds, position_ids, attention_mask, cache, rope=rope_tables)  # (B, L, H)
         logits = None
         if return_logits:
-            h = hidden if logits_to_keep is None else hidden[:, -logits_to_keep:]
+            keep_all = logits_to_keep is None or logits_to_keep >= hidden.shape[1]
+            h = hidden if keep_all else hidden[:, -logits_to_keep:]
             logits = self.lm_head(h)  # (B, L or k, V)
         return ModelOutput(logits=logits, hidden_states=hidden, position_ids=position_ids, rope_deltas=deltas)
 

@@ -9,7 +9,14 @@ from paddlemix_r1.ops.attention import attention, causal_padding_mask, grouped_d
 from paddlemix_r1.ops.dispatch import device_kind, implementation, override, reset
 from paddlemix_r1.ops.linear import linear
 from paddlemix_r1.ops.norms import layer_norm, rms_norm
-from paddlemix_r1.ops.rotary import apply_rotary, expand_tables, inv_freq, mrope_cos_sin, vision_cos_sin
+from paddlemix_r1.ops.rotary import (
+    apply_rotary,
+    expand_tables,
+    inv_freq,
+    mrope_cos_sin,
+    rotate_half_matrix,
+    vision_cos_sin,
+)
 from paddlemix_r1.ops.softmax import log_softmax
 
 __all__ = [
@@ -31,6 +38,7 @@ __all__ = [
     "quick_gelu",
     "reset",
     "rms_norm",
+    "rotate_half_matrix",
     "swiglu",
     "swiglu_packed",
     "varlen_attention",

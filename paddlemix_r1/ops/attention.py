@@ -92,7 +92,7 @@ def grouped_decode_attention_eager(
 
     q (N, 1, nh, hd); k_prompt, v_prompt (nkv, B, L, hd): each prompt ONCE; k_new, v_new (nkv, N, T, hd):
     the generated tokens' keys/values per row; mask additive (N, 1, L + T) over [prompt | generated]
-    keys of each row. Returns (N, 1, nh, hd); the same numbers as ``attention_eager`` over the prompt
+    keys of each row, or already expanded to (nkv, N, g, L + T). Returns (N, 1, nh, hd); the same numbers as ``attention_eager`` over the prompt
     keys repeated G times (tested), while reading the prompt cache once instead of G times.
 
     Queries are laid out (nkv, N, g, hd) with g = nh / nkv: against the prompt, a prompt's G*g queries
@@ -110,7 +110,8 @@ def grouped_decode_attention_eager(
         scores = paddle.concat([s_p.reshape([nkv, n, g, length]), s_n], axis=-1)  # (nkv, N, g, K)
         if scores.dtype != paddle.float32:
             scores = scores.astype("float32")
-        probs = F.softmax(scores + mask.unsqueeze(0).expand(scores.shape), axis=-1)  # mask (N, 1, K)
+        m = mask if mask.ndim == 4 else mask.unsqueeze(0).expand(scores.shape)  # (N, 1, K) -> (nkv, N, g, K)
+        probs = F.softmax(scores + m, axis=-1)
         if probs.dtype != q.dtype:
             probs = probs.astype(q.dtype)
     p_p, p_n = paddle.split(probs, [length, k_new.shape[2]], axis=-1)

@@ -126,7 +126,8 @@ def test_packed_projections_keep_the_logits_and_are_undone(pair):
     keep = batch["attention_mask"].numpy().astype(bool)
     assert np.abs(packed - ref)[keep].max() <= 1e-4
     np.testing.assert_array_equal(after, ref)
-    assert not any(layer.input_layernorm.folded or layer.self_attn.packed for layer in model.model.layers)
+    assert not any(layer.input_layernorm.folded or layer.self_attn.packed or layer.self_attn.packed_rotate_half
+                   for layer in model.model.layers)
 
 
 def test_grouped_cache_decode_logits_equal_full_forward(pair):
@@ -137,7 +138,7 @@ def test_grouped_cache_decode_logits_equal_full_forward(pair):
     batch = _paddle(make_batch(BATCHES["left-padded-pair"]))
     g, steps = 3, 6
     logits, prompt_cache, _, deltas = prefill(model, batch, 0)
-    cache = GroupedKVCache(prompt_cache, batch["attention_mask"], g, steps)
+    cache = GroupedKVCache(prompt_cache, batch["attention_mask"], g, steps, model.config.text.num_attention_heads)
     logits = paddle.repeat_interleave(logits, g, axis=0)  # (2G, V)
     ids = paddle.repeat_interleave(batch["input_ids"], g, axis=0)
     mask = paddle.repeat_interleave(batch["attention_mask"], g, axis=0)
