@@ -81,11 +81,6 @@ class KVCache:
         k, v = self.write(layer, k, v, kv_len=mask.shape[-1])  # (nkv, B, K, hd), K = mask's key length
         return ops.attention(q, k, v, mask, scale)
 
-    def repeat_interleave(self, repeats: int) -> None:
-        """Expand every row ``repeats`` times in place (group prefix sharing: one prompt, G rows)."""
-        self.k = [paddle.repeat_interleave(t, repeats, axis=1) for t in self.k]
-        self.v = [paddle.repeat_interleave(t, repeats, axis=1) for t in self.v]
-
 
 class GroupedKVCache:
     """Decode-time cache for N = B*G rows in groups of G that continue one prompt each (group prefix
@@ -99,7 +94,7 @@ class GroupedKVCache:
     """
 
     def __init__(self, prefill: KVCache, prompt_mask: paddle.Tensor, group_size: int, max_new_tokens: int,
-                 num_heads: int | None = None):
+                 num_heads: int):
         self.k_prompt, self.v_prompt = prefill.k, prefill.v  # per layer (nkv, B, L, hd)
         nkv, b, length, hd = prefill.k[0].shape
         if prefill.length != length:
@@ -108,30 +103,24 @@ class GroupedKVCache:
         dtype = prefill.k[0].dtype
         self.k_new = [paddle.zeros([nkv, n, t, hd], dtype) for _ in prefill.k]
         self.v_new = [paddle.zeros([nkv, n, t, hd], dtype) for _ in prefill.v]
-        keys = paddle.repeat_interleave(prompt_mask.astype("float32"), group_size, axis=0)  # (N, L) 1 token, 0 pad
-        self._prompt_add = ((keys - 1.0) * -NEG_INF).reshape([n, 1, length])  # (N, 1, L): 0 or NEG_INF
+        rows_mask = paddle.repeat_interleave(prompt_mask, group_size, axis=0)  # (N, L) 1 token, 0 padding
+        self._prompt_add = ops.causal_padding_mask(rows_mask, 1).reshape([n, 1, length])  # (N, 1, L): 0 or NEG_INF
         self._new_add = paddle.full([n, 1, t], NEG_INF, "float32")  # slots not yet written
-        self.prompt_length, self.length, self.max_len = length, length, length + t
-        # With the query head count, each step's mask is expanded once to the scores' (nkv, N, g, K)
-        # instead of in every layer.
-        self._score_shape = None if num_heads is None else [nkv, n, num_heads // nkv, length + t]
-
-    @property
-    def batch(self) -> int:
-        return int(self.k_new[0].shape[1])
+        self.prompt_length, self.length, self.slots = length, length, t
+        # each step's mask is expanded once to the scores' (nkv, N, g, K), not in every layer
+        self._score_shape = [nkv, n, num_heads // nkv, length + t]
 
     def step_mask(self, attention_mask: paddle.Tensor | None, q_len: int) -> paddle.Tensor:
-        """(N, 1, L + T) (or expanded to (nkv, N, g, L + T)) over [prompt | generated slots] for the token
-        written at slot length - L.
-        ``attention_mask`` is not needed (see the class docstring)."""
+        """(nkv, N, g, L + T) additive over [prompt | generated slots] for the token written at slot
+        length - L. ``attention_mask`` is not needed (see the class docstring)."""
         if q_len != 1:
             raise ValueError(f"GroupedKVCache decodes one token per row at a time, got {q_len}")
         slot = self.length - self.prompt_length
-        if slot >= self.max_len - self.prompt_length:
-            raise ValueError(f"KV cache overflow: slot {slot}, allocated {self.max_len - self.prompt_length}")
+        if slot >= self.slots:
+            raise ValueError(f"KV cache overflow: slot {slot}, allocated {self.slots}")
         self._new_add[:, :, slot] = 0.0
         mask = paddle.concat([self._prompt_add, self._new_add], axis=-1)  # (N, 1, K)
-        return mask if self._score_shape is None else mask.unsqueeze(0).expand(self._score_shape)
+        return mask.unsqueeze(0).expand(self._score_shape)
 
     def attend(self, layer: int, q, k, v, mask, scale: float) -> paddle.Tensor:
         """k, v (nkv, N, 1, hd) of this step's tokens -> their slot; q (N, 1, nh, hd) attends over the
@@ -454,7 +443,7 @@ class VLModelBase(nn.Layer):
         """
         if group_size > 1 and position_ids is None:
             raise ValueError("group_size > 1 needs position_ids (e.g. GenerationOutput.position_ids)")
-        if attention_mask is None and not isinstance(cache, GroupedKVCache):  # the grouped cache keeps its own
+        if attention_mask is None:
             attention_mask = paddle.ones(input_ids.shape, dtype="int64")
         deltas = None
         if position_ids is None and rope_tables is None:

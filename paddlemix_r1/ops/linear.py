@@ -27,12 +27,16 @@ def linear_eager(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor | 
     return F.linear(x, weight, bias)
 
 
+def _addmm(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
+    """bias + x @ weight as one addmm over the flattened rows: (..., in) -> (..., out)."""
+    return paddle.addmm(bias, x.reshape([-1, x.shape[-1]]), weight).reshape([*x.shape[:-1], weight.shape[1]])
+
+
 class _BiasLinear(PyLayer):
     @staticmethod
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
-        x2 = x.reshape([-1, x.shape[-1]])  # (M, in)
-        return paddle.addmm(bias, x2, weight).reshape([*x.shape[:-1], weight.shape[1]])  # (..., out)
+        return _addmm(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad):
@@ -51,8 +55,7 @@ def linear_gemm_grad(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tenso
     if bias is None:
         return paddle.matmul(x, weight)
     if not paddle.is_grad_enabled() or (x.stop_gradient and weight.stop_gradient and bias.stop_gradient):
-        out = paddle.addmm(bias, x.reshape([-1, x.shape[-1]]), weight)  # no backward (inference, frozen layers)
-        return out.reshape([*x.shape[:-1], weight.shape[1]])
+        return _addmm(x, weight, bias)  # no backward (inference, frozen layers)
     return _BiasLinear.apply(x, weight, bias)
 
 
