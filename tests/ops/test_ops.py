@@ -54,8 +54,9 @@ def test_linear_gemm_grad_equals_eager(shape, bias):
     np.testing.assert_allclose(got[0], x.numpy() @ w.numpy() + (b.numpy() if bias else 0), rtol=1e-5, atol=1e-5)
 
 
-def test_rms_norm_gemm_grad_equals_eager():
-    x, w = t(3, 5, 16), t(16)
+@pytest.mark.parametrize("shape", [(3, 5, 16), (300, 64)])  # the larger one takes ops.expand_to's expand path
+def test_rms_norm_gemm_grad_equals_eager(shape):
+    x, w = t(*shape), t(shape[-1])
     with ops.override(rms_norm="gemm_grad"):
         got = _values_and_grads(lambda a, b: ops.rms_norm(a, b, 1e-6), x, w)
     with ops.override(rms_norm="eager"):
