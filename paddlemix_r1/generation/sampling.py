@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import paddle
-import paddle.nn.functional as F
 
 from paddlemix_r1.ops.precision import fp32_region
+from paddlemix_r1.ops.softmax import softmax
 
 NEG_INF = float("-inf")
 
@@ -24,7 +24,7 @@ def top_p_filter(logits: paddle.Tensor, top_p: float | None) -> paddle.Tensor:
     if top_p is None or top_p >= 1.0:
         return logits
     sorted_logits, sorted_idx = paddle.sort(logits, axis=-1), paddle.argsort(logits, axis=-1)  # ascending
-    cum = paddle.cumsum(F.softmax(sorted_logits, axis=-1), axis=-1)  # (N, V)
+    cum = paddle.cumsum(softmax(sorted_logits), axis=-1)  # (N, V)
     remove_sorted = (cum <= (1.0 - top_p)).astype("int32")
     remove_sorted[:, -1] = 0
     remove = paddle.put_along_axis(paddle.zeros_like(remove_sorted), sorted_idx, remove_sorted, axis=-1)  # (N, V)
@@ -48,10 +48,10 @@ def sample(
         scaled = logits if logits.dtype == paddle.float32 else logits.astype("float32")  # (N, V)
         if temperature != 1.0:
             scaled = scaled / max(temperature, 1e-6)
-        probs = F.softmax(scaled, axis=-1)  # (N, V), over the full vocabulary
+        probs = softmax(scaled)  # (N, V), over the full vocabulary
         if do_sample:
             filtered = top_p_filter(top_k_filter(scaled, top_k), top_p)
-            draw = probs if filtered is scaled else F.softmax(filtered, axis=-1)  # (N, V)
+            draw = probs if filtered is scaled else softmax(filtered)  # (N, V)
             tokens = paddle.multinomial(draw, 1)  # (N, 1)
         else:
             tokens = paddle.argmax(scaled, axis=-1, keepdim=True)  # (N, 1)

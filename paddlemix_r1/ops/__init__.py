@@ -17,7 +17,7 @@ from paddlemix_r1.ops.rotary import (
     rotate_half_matrix,
     vision_cos_sin,
 )
-from paddlemix_r1.ops.softmax import log_softmax
+from paddlemix_r1.ops.softmax import log_softmax, softmax
 
 __all__ = [
     "ACTIVATIONS",
@@ -39,6 +39,7 @@ __all__ = [
     "reset",
     "rms_norm",
     "rotate_half_matrix",
+    "softmax",
     "swiglu",
     "swiglu_packed",
     "varlen_attention",

@@ -13,6 +13,7 @@ import paddle.nn.functional as F
 from paddlemix_r1.ops.broadcast import expand_to
 from paddlemix_r1.ops.dispatch import get, register
 from paddlemix_r1.ops.precision import fp32_region
+from paddlemix_r1.ops.softmax import softmax
 
 NEG_INF = -1e30  # additive mask value; finite so a fully masked (pad) row stays finite
 
@@ -60,7 +61,7 @@ def attention_eager(
         if mask is not None:
             scores = scores.reshape([nkv, b, g, lq, lk])
             scores = (scores + expand_to(mask, scores.shape)).reshape([nkv, b, g * lq, lk])  # mask (B, 1, Lq|1, Lk)
-        probs = F.softmax(scores, axis=-1)
+        probs = softmax(scores)
         if probs.dtype != q.dtype:
             probs = probs.astype(q.dtype)
     out = paddle.matmul(probs, v).reshape([nkv, b, g, lq, hd])  # (nkv, B, g, Lq, hd)
@@ -111,7 +112,7 @@ def grouped_decode_attention_eager(
         if scores.dtype != paddle.float32:
             scores = scores.astype("float32")
         m = mask if mask.ndim == 4 else mask.unsqueeze(0).expand(scores.shape)  # (N, 1, K) -> (nkv, N, g, K)
-        probs = F.softmax(scores + m, axis=-1)
+        probs = softmax(scores + m)
         if probs.dtype != q.dtype:
             probs = probs.astype(q.dtype)
     p_p, p_n = paddle.split(probs, [length, k_new.shape[2]], axis=-1)

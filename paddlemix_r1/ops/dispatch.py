@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 
 import paddle
 
+from paddlemix_r1.ops import cpu_ext
+
 _REGISTRY: dict[str, dict[str, Callable]] = {}
 # Which implementation each device kind uses when both exist.
 _DEFAULT_FOR_DEVICE = {"gpu": "fused", "cpu": "eager"}
@@ -22,7 +24,8 @@ _DEFAULT_FOR_DEVICE = {"gpu": "fused", "cpu": "eager"}
 # 1.7 vs 0.6 ms at (342, 1408), forward and backward alike):
 # - linear, rms_norm, layer_norm: gradients of the weight/bias as GEMMs with a row of ones (``gemm_grad``), since
 #   Paddle's CPU reductions over leading axes are ~10x slower than the equivalent GEMM.
-_CPU_CHOICE = {"linear": "gemm_grad", "rms_norm": "gemm_grad", "layer_norm": "gemm_grad"}
+# - softmax: the compiled kernel of ``cpu_ext`` (``cpu_kernel``), when it builds on this machine.
+_CPU_CHOICE = {"linear": "gemm_grad", "rms_norm": "gemm_grad", "layer_norm": "gemm_grad", "softmax": "cpu_kernel"}
 _chosen: dict[str, Callable] = {}
 _overrides: dict[str, str] = {}
 
@@ -52,6 +55,8 @@ def implementation(op: str) -> str:
         return _overrides[op]
     kind = device_kind()
     want = _CPU_CHOICE.get(op, "eager") if kind == "cpu" else _DEFAULT_FOR_DEVICE[kind]
+    if want == "cpu_kernel" and not cpu_ext.available():
+        return "eager"  # cpu_ext has warned once, with the reason
     return want if want in impls else "eager"
 
 

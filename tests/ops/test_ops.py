@@ -3,12 +3,14 @@ CUDA Paddle exists (skipped with the reason elsewhere)."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import paddle
 import pytest
 
 from paddlemix_r1 import ops
-from paddlemix_r1.ops import dispatch
+from paddlemix_r1.ops import cpu_ext, dispatch
 from paddlemix_r1.ops.rotary import rotate_half_matrix
 
 HAS_GPU = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
@@ -28,6 +30,7 @@ def test_cpu_uses_eager_except_measured_cpu_choices():
         assert ops.implementation("linear") == "gemm_grad"
         assert ops.implementation("rms_norm") == "gemm_grad"
         assert ops.implementation("layer_norm") == "gemm_grad"
+        assert ops.implementation("softmax") == ("cpu_kernel" if cpu_ext.available() else "eager"), cpu_ext.status()
 
 
 def _values_and_grads(fn, *tensors):
@@ -64,6 +67,73 @@ def test_rms_norm_gemm_grad_equals_eager(shape):
     np.testing.assert_allclose(got[0], ref[0], rtol=1e-6, atol=1e-6)
     for g, r in zip(got[1], ref[1]):
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
+
+
+needs_cpu_kernels = pytest.mark.skipif(not cpu_ext.available(), reason=f"CPU kernels: {cpu_ext.status()}")
+
+
+def test_cpu_kernels_build_here():
+    """This machine has a C++ compiler: the kernels must build (a failure would only show as slowness)."""
+    if ops.device_kind() == "cpu" and os.environ.get("PADDLEMIX_R1_CPU_KERNELS", "1") != "0":
+        assert cpu_ext.available(), cpu_ext.status()
+        assert cpu_ext.build_key() in cpu_ext.status()
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("shape", [(3, 7), (2, 4, 9, 33), (4, 64, 1024), (1, 1)])  # (4, 64, 1024): the threaded path
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softmax_cpu_kernel_equals_eager(shape, dtype):
+    x = paddle.to_tensor((rng.standard_normal(shape) * 4).astype(dtype))
+    x[..., 0] = -1e30  # a masked key, as the attention masks write them
+    if shape[-1] > 2:
+        x[..., 1] = float("-inf")  # a token removed by top-k / top-p
+    up = paddle.to_tensor(rng.standard_normal(shape).astype(dtype))
+    res = {}
+    for impl in ("cpu_kernel", "eager"):
+        xi = x.detach()
+        xi.stop_gradient = False
+        with ops.override(softmax=impl):
+            y = ops.softmax(xi)
+        (dx,) = paddle.grad(y, [xi], up)
+        res[impl] = (y.numpy(), dx.numpy())
+    tol = 1e-6 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(res["cpu_kernel"][0], res["eager"][0], rtol=tol * 10, atol=tol)
+    np.testing.assert_allclose(res["cpu_kernel"][1], res["eager"][1], rtol=tol * 10, atol=tol * 10)
+    xs = x.numpy().astype("float64")
+    e = np.exp(xs - xs.max(-1, keepdims=True))
+    np.testing.assert_allclose(res["cpu_kernel"][0], e / e.sum(-1, keepdims=True), rtol=1e-5, atol=1e-7)
+
+
+@needs_cpu_kernels
+def test_softmax_cpu_kernel_other_axis_and_non_contiguous_input():
+    x = t(5, 6, 7)
+    with ops.override(softmax="cpu_kernel"):
+        np.testing.assert_allclose(ops.softmax(x, axis=1).numpy(), paddle.nn.functional.softmax(x, 1).numpy(), atol=1e-6)
+        xt = x.transpose([0, 2, 1])  # (5, 7, 6)
+        np.testing.assert_allclose(ops.softmax(xt).numpy(), paddle.nn.functional.softmax(xt, -1).numpy(), atol=1e-6)
+
+
+def test_cpu_kernels_off_switch_and_failed_build_fall_back_to_eager_with_reason(tmp_path, monkeypatch):
+    """PADDLEMIX_R1_CPU_KERNELS=0, or a build that fails, leaves softmax on its eager reference; a failed
+    build warns once and ``status()`` says why."""
+    monkeypatch.setattr(cpu_ext, "_module", None)
+    monkeypatch.setattr(cpu_ext, "_status", "not loaded")
+    monkeypatch.setenv("PADDLEMIX_R1_CPU_KERNELS", "0")
+    dispatch.reset()
+    assert not cpu_ext.available() and "disabled" in cpu_ext.status()
+    if ops.device_kind() == "cpu":
+        assert ops.implementation("softmax") == "eager"
+    monkeypatch.setattr(cpu_ext, "_status", "not loaded")
+    monkeypatch.setenv("PADDLEMIX_R1_CPU_KERNELS", "1")
+    monkeypatch.setenv("PADDLEMIX_R1_EXT_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu_ext, "SOURCE", str(tmp_path / "broken.cc"))
+    (tmp_path / "broken.cc").write_text("this is not C++\n")
+    with pytest.warns(RuntimeWarning, match="CPU kernels unavailable"):
+        assert cpu_ext.module() is None
+    assert "build failed" in cpu_ext.status()
+    with pytest.raises(RuntimeError, match="unavailable"), ops.override(softmax="cpu_kernel"):
+        ops.softmax(t(2, 3))
+    dispatch.reset()
 
 
 @pytest.mark.parametrize("b,g,nh,nkv", [(1, 4, 4, 2), (2, 3, 2, 1), (2, 1, 4, 4)])

@@ -1,0 +1,93 @@
+// CPU kernels that Paddle's CPU build lacks a fast version of (see paddlemix_r1/ops/cpu_ext.py).
+//
+// softmax_lastdim: softmax over the last axis of a contiguous float32/float64 tensor, rows split over
+// OpenMP threads, exp vectorized by the compiler. Paddle 3.3.1's CPU softmax, exp and max kernels are
+// single-threaded and scalar: 5.0 ms for a (4, 1024, 1024) softmax, against 1.8 ms here (2 threads).
+// Backward: dx = y * (dy - sum(dy * y)) per row. Built with Paddle's libiomp5 (the OpenMP runtime MKL
+// uses), -ffast-math for libmvec's vector expf; -inf inputs (top-k / top-p filtered logits) give 0.
+
+#include <cmath>
+#include <vector>
+
+#include "paddle/extension.h"
+
+namespace {
+
+constexpr int64_t kParallelMin = 32768;  // elements; below this one thread is faster than a fork/join
+
+template <typename T>
+void SoftmaxRows(const T* x, T* y, int64_t rows, int64_t n) {
+#pragma omp parallel for schedule(static) if (rows * n >= kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * n;
+    T* yr = y + r * n;
+    T m = xr[0];
+    for (int64_t i = 1; i < n; ++i) m = xr[i] > m ? xr[i] : m;
+    T s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; ++i) {
+      const T e = std::exp(xr[i] - m);
+      yr[i] = e;
+      s += e;
+    }
+    const T inv = T(1) / s;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) yr[i] *= inv;
+  }
+}
+
+template <typename T>
+void SoftmaxGradRows(const T* y, const T* dy, T* dx, int64_t rows, int64_t n) {
+#pragma omp parallel for schedule(static) if (rows * n >= kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* yr = y + r * n;
+    const T* gr = dy + r * n;
+    T* dr = dx + r * n;
+    T s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; ++i) s += yr[i] * gr[i];
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) dr[i] = yr[i] * (gr[i] - s);
+  }
+}
+
+void CheckInput(const paddle::Tensor& t, const char* what) {
+  PD_CHECK(t.is_cpu(), what, ": a CPU tensor is required");
+  PD_CHECK(t.dtype() == paddle::DataType::FLOAT32 || t.dtype() == paddle::DataType::FLOAT64, what,
+           ": float32 or float64 is required");
+  PD_CHECK(!t.shape().empty() && t.shape().back() > 0, what, ": needs a non-empty last axis");
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> SoftmaxLastdimForward(const paddle::Tensor& x) {
+  CheckInput(x, "softmax_lastdim");
+  auto xc = x.contiguous();
+  auto y = paddle::empty(xc.shape(), xc.dtype(), xc.place());
+  const int64_t n = xc.shape().back();
+  PD_DISPATCH_FLOATING_TYPES(xc.type(), "softmax_lastdim", ([&] {
+    SoftmaxRows<data_t>(xc.data<data_t>(), y.data<data_t>(), xc.numel() / n, n);
+  }));
+  return {y};
+}
+
+std::vector<paddle::Tensor> SoftmaxLastdimBackward(const paddle::Tensor& y, const paddle::Tensor& dy) {
+  CheckInput(y, "softmax_lastdim_grad");
+  auto gc = dy.contiguous();
+  auto dx = paddle::empty(y.shape(), y.dtype(), y.place());
+  const int64_t n = y.shape().back();
+  PD_DISPATCH_FLOATING_TYPES(y.type(), "softmax_lastdim_grad", ([&] {
+    SoftmaxGradRows<data_t>(y.data<data_t>(), gc.data<data_t>(), dx.data<data_t>(), y.numel() / n, n);
+  }));
+  return {dx};
+}
+
+PD_BUILD_OP(softmax_lastdim)
+    .Inputs({"X"})
+    .Outputs({"Out"})
+    .SetKernelFn(PD_KERNEL(SoftmaxLastdimForward));
+
+PD_BUILD_GRAD_OP(softmax_lastdim)
+    .Inputs({"Out", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X")})
+    .SetKernelFn(PD_KERNEL(SoftmaxLastdimBackward));
