@@ -7,6 +7,8 @@ on this machine), so the eager path composes it from max/exp/sum."""
 
 from __future__ import annotations
 
+import math
+
 import paddle
 import paddle.nn.functional as F
 
@@ -22,13 +24,11 @@ def softmax_eager(x: paddle.Tensor, axis: int = -1) -> paddle.Tensor:
 
 @register("softmax", "cpu_kernel")
 def softmax_cpu_kernel(x: paddle.Tensor, axis: int = -1) -> paddle.Tensor:
-    """``softmax_eager`` by the compiled CPU kernel (last axis, fp32/fp64; anything else: eager)."""
-    if axis not in (-1, x.ndim - 1) or x.dtype not in (paddle.float32, paddle.float64) or x.numel() == 0:
+    """``softmax_eager`` by the compiled CPU kernel (last axis, fp32/fp64, ``cpu_ext.MIN_NUMEL`` elements
+    or more; anything else: eager)."""
+    if axis not in (-1, x.ndim - 1) or x.dtype not in (paddle.float32, paddle.float64) or math.prod(x.shape) < cpu_ext.MIN_NUMEL["softmax"]:
         return F.softmax(x, axis=axis)
-    kernels = cpu_ext.module()
-    if kernels is None:
-        raise RuntimeError(f"softmax cpu_kernel requested but the CPU kernels are unavailable: {cpu_ext.status()}")
-    return kernels.softmax_lastdim(x)
+    return cpu_ext.kernels().softmax_lastdim(x)
 
 
 def softmax(x: paddle.Tensor, axis: int = -1) -> paddle.Tensor:

@@ -25,12 +25,13 @@ def t(*shape):
 
 def test_cpu_uses_eager_except_measured_cpu_choices():
     if ops.device_kind() == "cpu":
-        for op in ("rotary", "attention", "varlen_attention", "log_softmax", "swiglu"):
+        for op in ("rotary", "attention", "varlen_attention", "log_softmax"):
             assert ops.implementation(op) == "eager", op
         assert ops.implementation("linear") == "gemm_grad"
         assert ops.implementation("rms_norm") == "gemm_grad"
         assert ops.implementation("layer_norm") == "gemm_grad"
-        assert ops.implementation("softmax") == ("cpu_kernel" if cpu_ext.available() else "eager"), cpu_ext.status()
+        for op in ("softmax", "swiglu", "quick_gelu"):
+            assert ops.implementation(op) == ("cpu_kernel" if cpu_ext.available() else "eager"), cpu_ext.status()
 
 
 def _values_and_grads(fn, *tensors):
@@ -82,7 +83,8 @@ def test_cpu_kernels_build_here():
 @needs_cpu_kernels
 @pytest.mark.parametrize("shape", [(3, 7), (2, 4, 9, 33), (4, 64, 1024), (1, 1)])  # (4, 64, 1024): the threaded path
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_softmax_cpu_kernel_equals_eager(shape, dtype):
+def test_softmax_cpu_kernel_equals_eager(shape, dtype, monkeypatch):
+    monkeypatch.setitem(cpu_ext.MIN_NUMEL, "softmax", 0)  # the kernel on every shape, not only large ones
     x = paddle.to_tensor((rng.standard_normal(shape) * 4).astype(dtype))
     x[..., 0] = -1e30  # a masked key, as the attention masks write them
     if shape[-1] > 2:
@@ -105,12 +107,34 @@ def test_softmax_cpu_kernel_equals_eager(shape, dtype):
 
 
 @needs_cpu_kernels
-def test_softmax_cpu_kernel_other_axis_and_non_contiguous_input():
+def test_softmax_cpu_kernel_other_axis_and_non_contiguous_input(monkeypatch):
+    monkeypatch.setitem(cpu_ext.MIN_NUMEL, "softmax", 0)
     x = t(5, 6, 7)
     with ops.override(softmax="cpu_kernel"):
         np.testing.assert_allclose(ops.softmax(x, axis=1).numpy(), paddle.nn.functional.softmax(x, 1).numpy(), atol=1e-6)
         xt = x.transpose([0, 2, 1])  # (5, 7, 6)
         np.testing.assert_allclose(ops.softmax(xt).numpy(), paddle.nn.functional.softmax(xt, -1).numpy(), atol=1e-6)
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("shape", [(3, 7), (2, 70, 352), (1,)])  # (2, 70, 352): the threaded path
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_swiglu_and_quick_gelu_cpu_kernels_equal_eager(shape, dtype, monkeypatch):
+    monkeypatch.setattr(cpu_ext, "MIN_NUMEL", {"swiglu": 0, "quick_gelu": 0})
+    gate = paddle.to_tensor((rng.standard_normal(shape) * 6).astype(dtype))  # into both tails of the sigmoid
+    up = paddle.to_tensor(rng.standard_normal(shape).astype(dtype))
+    res = {}
+    for impl in ("cpu_kernel", "eager"):
+        with ops.override(swiglu=impl, quick_gelu=impl):
+            res[impl] = (_values_and_grads(ops.swiglu, gate.detach(), up.detach()),
+                         _values_and_grads(ops.quick_gelu, gate.detach()))
+    tol = 1e-6 if dtype == "float32" else 1e-12
+    for got, ref in zip(res["cpu_kernel"], res["eager"]):
+        np.testing.assert_allclose(got[0], ref[0], rtol=tol * 10, atol=tol)
+        for g, r in zip(got[1], ref[1]):
+            np.testing.assert_allclose(g, r, rtol=tol * 10, atol=tol * 10)
+    x = gate.numpy().astype("float64")
+    np.testing.assert_allclose(res["cpu_kernel"][1][0], x / (1 + np.exp(-1.702 * x)), rtol=1e-5, atol=1e-6)
 
 
 def test_cpu_kernels_off_switch_and_failed_build_fall_back_to_eager_with_reason(tmp_path, monkeypatch):
@@ -132,7 +156,7 @@ def test_cpu_kernels_off_switch_and_failed_build_fall_back_to_eager_with_reason(
         assert cpu_ext.module() is None
     assert "build failed" in cpu_ext.status()
     with pytest.raises(RuntimeError, match="unavailable"), ops.override(softmax="cpu_kernel"):
-        ops.softmax(t(2, 3))
+        ops.softmax(t(300, 300))  # above MIN_NUMEL: smaller inputs take the eager path anyway
     dispatch.reset()
 
 

@@ -5,6 +5,10 @@
 // single-threaded and scalar: 5.0 ms for a (4, 1024, 1024) softmax, against 1.8 ms here (2 threads).
 // Backward: dx = y * (dy - sum(dy * y)) per row. Built with Paddle's libiomp5 (the OpenMP runtime MKL
 // uses), -ffast-math for libmvec's vector expf; -inf inputs (top-k / top-p filtered logits) give 0.
+//
+// swiglu: silu(gate) * up; quick_gelu: x * sigmoid(1.702 x) (the Qwen2-VL vision MLP), each with its
+// gradient in one pass. Paddle's CPU sigmoid and silu are scalar and single-threaded too (5.4 ms for
+// 4M elements), and autograd of the composed ops makes several more passes.
 
 #include <cmath>
 #include <vector>
@@ -58,6 +62,46 @@ void CheckInput(const paddle::Tensor& t, const char* what) {
   PD_CHECK(!t.shape().empty() && t.shape().back() > 0, what, ": needs a non-empty last axis");
 }
 
+template <typename T>
+inline T Sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+
+template <typename T>
+void SwigluRows(const T* gate, const T* up, T* out, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) out[i] = gate[i] * Sigmoid(gate[i]) * up[i];
+}
+
+template <typename T>
+void SwigluGradRows(const T* gate, const T* up, const T* g, T* dgate, T* dup, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const T s = Sigmoid(gate[i]);
+    dgate[i] = g[i] * up[i] * s * (T(1) + gate[i] * (T(1) - s));
+    dup[i] = g[i] * gate[i] * s;
+  }
+}
+
+constexpr double kQuickGeluAlpha = 1.702;
+
+template <typename T>
+void QuickGeluRows(const T* x, T* y, int64_t n) {
+  const T a = T(kQuickGeluAlpha);
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * Sigmoid(a * x[i]);
+}
+
+template <typename T>
+void QuickGeluGradRows(const T* x, const T* g, T* dx, int64_t n) {
+  const T a = T(kQuickGeluAlpha);
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const T s = Sigmoid(a * x[i]);
+    dx[i] = g[i] * (s + a * x[i] * s * (T(1) - s));
+  }
+}
+
 }  // namespace
 
 std::vector<paddle::Tensor> SoftmaxLastdimForward(const paddle::Tensor& x) {
@@ -91,3 +135,65 @@ PD_BUILD_GRAD_OP(softmax_lastdim)
     .Inputs({"Out", paddle::Grad("Out")})
     .Outputs({paddle::Grad("X")})
     .SetKernelFn(PD_KERNEL(SoftmaxLastdimBackward));
+
+std::vector<paddle::Tensor> SwigluForward(const paddle::Tensor& gate, const paddle::Tensor& up) {
+  CheckInput(gate, "swiglu");
+  PD_CHECK(gate.shape() == up.shape() && gate.dtype() == up.dtype(), "swiglu: gate and up differ in shape or dtype");
+  auto gc = gate.contiguous(), uc = up.contiguous();
+  auto out = paddle::empty(gc.shape(), gc.dtype(), gc.place());
+  PD_DISPATCH_FLOATING_TYPES(gc.type(), "swiglu", ([&] {
+    SwigluRows<data_t>(gc.data<data_t>(), uc.data<data_t>(), out.data<data_t>(), gc.numel());
+  }));
+  return {out};
+}
+
+std::vector<paddle::Tensor> SwigluBackward(const paddle::Tensor& gate, const paddle::Tensor& up,
+                                           const paddle::Tensor& grad) {
+  auto gc = gate.contiguous(), uc = up.contiguous(), dc = grad.contiguous();
+  auto dgate = paddle::empty(gc.shape(), gc.dtype(), gc.place());
+  auto dup = paddle::empty(gc.shape(), gc.dtype(), gc.place());
+  PD_DISPATCH_FLOATING_TYPES(gc.type(), "swiglu_grad", ([&] {
+    SwigluGradRows<data_t>(gc.data<data_t>(), uc.data<data_t>(), dc.data<data_t>(), dgate.data<data_t>(),
+                           dup.data<data_t>(), gc.numel());
+  }));
+  return {dgate, dup};
+}
+
+std::vector<paddle::Tensor> QuickGeluForward(const paddle::Tensor& x) {
+  CheckInput(x, "quick_gelu");
+  auto xc = x.contiguous();
+  auto y = paddle::empty(xc.shape(), xc.dtype(), xc.place());
+  PD_DISPATCH_FLOATING_TYPES(xc.type(), "quick_gelu", ([&] {
+    QuickGeluRows<data_t>(xc.data<data_t>(), y.data<data_t>(), xc.numel());
+  }));
+  return {y};
+}
+
+std::vector<paddle::Tensor> QuickGeluBackward(const paddle::Tensor& x, const paddle::Tensor& grad) {
+  auto xc = x.contiguous(), gc = grad.contiguous();
+  auto dx = paddle::empty(xc.shape(), xc.dtype(), xc.place());
+  PD_DISPATCH_FLOATING_TYPES(xc.type(), "quick_gelu_grad", ([&] {
+    QuickGeluGradRows<data_t>(xc.data<data_t>(), gc.data<data_t>(), dx.data<data_t>(), xc.numel());
+  }));
+  return {dx};
+}
+
+PD_BUILD_OP(swiglu_cpu)
+    .Inputs({"Gate", "Up"})
+    .Outputs({"Out"})
+    .SetKernelFn(PD_KERNEL(SwigluForward));
+
+PD_BUILD_GRAD_OP(swiglu_cpu)
+    .Inputs({"Gate", "Up", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("Gate"), paddle::Grad("Up")})
+    .SetKernelFn(PD_KERNEL(SwigluBackward));
+
+PD_BUILD_OP(quick_gelu_cpu)
+    .Inputs({"X"})
+    .Outputs({"Out"})
+    .SetKernelFn(PD_KERNEL(QuickGeluForward));
+
+PD_BUILD_GRAD_OP(quick_gelu_cpu)
+    .Inputs({"X", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X")})
+    .SetKernelFn(PD_KERNEL(QuickGeluBackward));
