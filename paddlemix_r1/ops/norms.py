@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import paddle
 import paddle.nn.functional as F
 from paddle.autograd import PyLayer
 
+from paddlemix_r1.ops import cpu_ext
 from paddlemix_r1.ops.broadcast import expand_to
 from paddlemix_r1.ops.dispatch import get, register
 from paddlemix_r1.ops.linear import sum_rows
@@ -107,6 +110,16 @@ def layer_norm_gemm_grad(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.T
     if no_backward or not (x.dtype == weight.dtype == bias.dtype == paddle.float32):
         return layer_norm_eager(x, weight, bias, eps)
     return _LayerNormFP32.apply(x, weight, bias, eps)
+
+
+@register("layer_norm", "cpu_kernel")
+def layer_norm_cpu_kernel(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, eps: float) -> paddle.Tensor:
+    """``layer_norm_eager`` by the compiled CPU kernel, forward and one-pass backward (fp32/fp64, inputs of
+    ``cpu_ext.MIN_NUMEL`` elements or more); other inputs take ``layer_norm_gemm_grad``."""
+    same = x.dtype == weight.dtype == bias.dtype and x.dtype in (paddle.float32, paddle.float64)
+    if not same or math.prod(x.shape) < cpu_ext.MIN_NUMEL["layer_norm"]:
+        return layer_norm_gemm_grad(x, weight, bias, eps)
+    return cpu_ext.kernels().layer_norm_cpu(x, weight, bias, eps)[0]
 
 
 def layer_norm(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, eps: float = 1e-6) -> paddle.Tensor:

@@ -29,9 +29,10 @@ def test_cpu_uses_eager_except_measured_cpu_choices():
             assert ops.implementation(op) == "eager", op
         assert ops.implementation("linear") == "gemm_grad"
         assert ops.implementation("rms_norm") == "gemm_grad"
-        assert ops.implementation("layer_norm") == "gemm_grad"
+        kernel = cpu_ext.available()
+        assert ops.implementation("layer_norm") == ("cpu_kernel" if kernel else "gemm_grad"), cpu_ext.status()
         for op in ("softmax", "swiglu", "quick_gelu"):
-            assert ops.implementation(op) == ("cpu_kernel" if cpu_ext.available() else "eager"), cpu_ext.status()
+            assert ops.implementation(op) == ("cpu_kernel" if kernel else "eager"), cpu_ext.status()
 
 
 def _values_and_grads(fn, *tensors):
@@ -135,6 +136,24 @@ def test_swiglu_and_quick_gelu_cpu_kernels_equal_eager(shape, dtype, monkeypatch
             np.testing.assert_allclose(g, r, rtol=tol * 10, atol=tol * 10)
     x = gate.numpy().astype("float64")
     np.testing.assert_allclose(res["cpu_kernel"][1][0], x / (1 + np.exp(-1.702 * x)), rtol=1e-5, atol=1e-6)
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("shape", [(3, 16), (2, 300, 64), (1024, 256)])  # the latter two: threaded paths
+def test_layer_norm_cpu_kernel_equals_eager(shape, monkeypatch):
+    monkeypatch.setitem(cpu_ext.MIN_NUMEL, "layer_norm", 0)
+    x = paddle.to_tensor((rng.standard_normal(shape) * 3 + 1).astype("float32"))
+    w, b = (paddle.to_tensor(rng.standard_normal(shape[-1]).astype("float32")) for _ in range(2))
+    res = {}
+    for impl in ("cpu_kernel", "eager"):
+        with ops.override(layer_norm=impl):
+            res[impl] = _values_and_grads(lambda a, c, d: ops.layer_norm(a, c, d, 1e-6), x.detach(), w.detach(), b.detach())
+    np.testing.assert_allclose(res["cpu_kernel"][0], res["eager"][0], rtol=1e-5, atol=1e-5)
+    for got, ref in zip(res["cpu_kernel"][1], res["eager"][1]):  # dx, dw (a sum over rows), db
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+    xs = x.numpy().astype("float64")
+    xh = (xs - xs.mean(-1, keepdims=True)) / np.sqrt(xs.var(-1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(res["cpu_kernel"][0], xh * w.numpy() + b.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_cpu_kernels_off_switch_and_failed_build_fall_back_to_eager_with_reason(tmp_path, monkeypatch):

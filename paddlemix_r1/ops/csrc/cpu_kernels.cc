@@ -9,6 +9,12 @@
 // swiglu: silu(gate) * up; quick_gelu: x * sigmoid(1.702 x) (the Qwen2-VL vision MLP), each with its
 // gradient in one pass. Paddle's CPU sigmoid and silu are scalar and single-threaded too (5.4 ms for
 // 4M elements), and autograd of the composed ops makes several more passes.
+//
+// layer_norm_cpu: LayerNorm over the last axis with the row statistics saved for a one-pass backward
+// (dx per row; the weight and bias gradients summed per thread, then across threads). Paddle's CPU
+// layer_norm_grad took 3.7 ms on (1024, 256).
+
+#include <omp.h>
 
 #include <cmath>
 #include <vector>
@@ -99,6 +105,68 @@ void QuickGeluGradRows(const T* x, const T* g, T* dx, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const T s = Sigmoid(a * x[i]);
     dx[i] = g[i] * (s + a * x[i] * s * (T(1) - s));
+  }
+}
+
+template <typename T>
+void LayerNormRows(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t rows, int64_t n, T eps) {
+#pragma omp parallel for schedule(static) if (rows * n >= kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * n;
+    T* yr = y + r * n;
+    T s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; ++i) s += xr[i];
+    const T m = s / T(n);
+    T v = 0;
+#pragma omp simd reduction(+ : v)
+    for (int64_t i = 0; i < n; ++i) v += (xr[i] - m) * (xr[i] - m);
+    const T rs = T(1) / std::sqrt(v / T(n) + eps);
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) yr[i] = (xr[i] - m) * rs * w[i] + b[i];
+    mean[r] = m;
+    rstd[r] = rs;
+  }
+}
+
+template <typename T>
+void LayerNormGradRows(const T* x, const T* w, const T* mean, const T* rstd, const T* g, T* dx, T* dw, T* db,
+                       int64_t rows, int64_t n) {
+  const int threads = rows * n >= kParallelMin ? omp_get_max_threads() : 1;
+  std::vector<T> part(static_cast<size_t>(threads) * 2 * n, T(0));  // per thread: dw then db
+#pragma omp parallel num_threads(threads)
+  {
+    T* pw = part.data() + static_cast<size_t>(omp_get_thread_num()) * 2 * n;
+    T* pb = pw + n;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* xr = x + r * n;
+      const T* gr = g + r * n;
+      T* dr = dx + r * n;
+      const T m = mean[r], rs = rstd[r];
+      T s1 = 0, s2 = 0;
+#pragma omp simd reduction(+ : s1, s2)
+      for (int64_t i = 0; i < n; ++i) {
+        const T xh = (xr[i] - m) * rs, gw = gr[i] * w[i];
+        s1 += gw;
+        s2 += gw * xh;
+        pw[i] += gr[i] * xh;
+        pb[i] += gr[i];
+      }
+      s1 /= T(n);
+      s2 /= T(n);
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) dr[i] = rs * (gr[i] * w[i] - s1 - (xr[i] - m) * rs * s2);
+    }
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    T sw = 0, sb = 0;
+    for (int t = 0; t < threads; ++t) {
+      sw += part[static_cast<size_t>(t) * 2 * n + i];
+      sb += part[static_cast<size_t>(t) * 2 * n + n + i];
+    }
+    dw[i] = sw;
+    db[i] = sb;
   }
 }
 
@@ -197,3 +265,47 @@ PD_BUILD_GRAD_OP(quick_gelu_cpu)
     .Inputs({"X", paddle::Grad("Out")})
     .Outputs({paddle::Grad("X")})
     .SetKernelFn(PD_KERNEL(QuickGeluBackward));
+
+std::vector<paddle::Tensor> LayerNormForward(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b,
+                                             float eps) {
+  CheckInput(x, "layer_norm_cpu");
+  const int64_t n = x.shape().back();
+  PD_CHECK(w.numel() == n && b.numel() == n && w.dtype() == x.dtype() && b.dtype() == x.dtype(),
+           "layer_norm_cpu: weight and bias must be (", n, ",) in the input's dtype");
+  auto xc = x.contiguous();
+  const int64_t rows = xc.numel() / n;
+  auto y = paddle::empty(xc.shape(), xc.dtype(), xc.place());
+  auto mean = paddle::empty({rows}, xc.dtype(), xc.place());
+  auto rstd = paddle::empty({rows}, xc.dtype(), xc.place());
+  PD_DISPATCH_FLOATING_TYPES(xc.type(), "layer_norm_cpu", ([&] {
+    LayerNormRows<data_t>(xc.data<data_t>(), w.data<data_t>(), b.data<data_t>(), y.data<data_t>(), mean.data<data_t>(),
+                          rstd.data<data_t>(), rows, n, static_cast<data_t>(eps));
+  }));
+  return {y, mean, rstd};
+}
+
+std::vector<paddle::Tensor> LayerNormBackward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                              const paddle::Tensor& mean, const paddle::Tensor& rstd,
+                                              const paddle::Tensor& grad) {
+  auto xc = x.contiguous(), gc = grad.contiguous();
+  const int64_t n = xc.shape().back(), rows = xc.numel() / n;
+  auto dx = paddle::empty(xc.shape(), xc.dtype(), xc.place());
+  auto dw = paddle::empty(w.shape(), w.dtype(), w.place());
+  auto db = paddle::empty(w.shape(), w.dtype(), w.place());
+  PD_DISPATCH_FLOATING_TYPES(xc.type(), "layer_norm_cpu_grad", ([&] {
+    LayerNormGradRows<data_t>(xc.data<data_t>(), w.data<data_t>(), mean.data<data_t>(), rstd.data<data_t>(),
+                              gc.data<data_t>(), dx.data<data_t>(), dw.data<data_t>(), db.data<data_t>(), rows, n);
+  }));
+  return {dx, dw, db};
+}
+
+PD_BUILD_OP(layer_norm_cpu)
+    .Inputs({"X", "Weight", "Bias"})
+    .Outputs({"Out", "Mean", "Rstd"})
+    .Attrs({"eps: float"})
+    .SetKernelFn(PD_KERNEL(LayerNormForward));
+
+PD_BUILD_GRAD_OP(layer_norm_cpu)
+    .Inputs({"X", "Weight", "Mean", "Rstd", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("Weight"), paddle::Grad("Bias")})
+    .SetKernelFn(PD_KERNEL(LayerNormBackward));
