@@ -38,7 +38,7 @@ LDFLAGS = ["-liomp5"]
 # Calling a custom op from Python costs ~40 us more than a built-in op, so the kernels only take inputs
 # large enough to win (measured crossovers: softmax between 32K and 256K elements, e.g. 90 vs 55 us at
 # (16, 2048) and 291 vs 655 us at (64, 4096); swiglu between 8K and 32K, 74 vs 43 us and 96 vs 141 us).
-MIN_NUMEL = {"softmax": 65536, "swiglu": 16384, "quick_gelu": 16384, "layer_norm": 16384}
+MIN_NUMEL = {"softmax": 65536, "swiglu": 16384, "quick_gelu": 16384, "layer_norm": 16384, "rms_norm": 16384}
 
 _module: ModuleType | None = None
 _status: str = "not loaded"

@@ -24,10 +24,10 @@ _DEFAULT_FOR_DEVICE = {"gpu": "fused", "cpu": "eager"}
 # (342, 1408), forward and backward alike, so it is not used):
 # - linear, rms_norm, layer_norm: gradients of the weight/bias as GEMMs with a row of ones (``gemm_grad``), since
 #   Paddle's CPU reductions over leading axes are ~10x slower than the equivalent GEMM.
-# - softmax, swiglu, quick_gelu, layer_norm: the compiled kernels of ``cpu_ext`` (``cpu_kernel``), when they
+# - softmax, swiglu, quick_gelu, layer_norm, rms_norm: the compiled kernels of ``cpu_ext`` (``cpu_kernel``), when they
 #   build here; fwd+bwd 8.3 -> 3.9 ms for quick_gelu on (1024, 1024), 4.9 -> 2.3 ms for swiglu on (342, 1408),
 #   3.5 -> 0.8 ms for layer_norm (vs gemm_grad) on (1024, 256).
-_CPU_CHOICE = {"linear": "gemm_grad", "rms_norm": "gemm_grad", "layer_norm": "cpu_kernel", "softmax": "cpu_kernel",
+_CPU_CHOICE = {"linear": "gemm_grad", "rms_norm": "cpu_kernel", "layer_norm": "cpu_kernel", "softmax": "cpu_kernel",
                "swiglu": "cpu_kernel", "quick_gelu": "cpu_kernel"}
 _chosen: dict[str, Callable] = {}
 _overrides: dict[str, str] = {}

@@ -58,6 +58,17 @@ def rms_norm_gemm_grad(x: paddle.Tensor, weight: paddle.Tensor | None, eps: floa
     return _RMSNormFP32.apply(x, weight, eps)
 
 
+@register("rms_norm", "cpu_kernel")
+def rms_norm_cpu_kernel(x: paddle.Tensor, weight: paddle.Tensor | None, eps: float) -> paddle.Tensor:
+    """``rms_norm_eager`` by the compiled CPU kernel, forward and one-pass backward (fp32/fp64, inputs of
+    ``cpu_ext.MIN_NUMEL`` elements or more); other inputs, and ``weight`` None, take ``rms_norm_gemm_grad``."""
+    if weight is None or not (x.dtype == weight.dtype and x.dtype in (paddle.float32, paddle.float64)):
+        return rms_norm_gemm_grad(x, weight, eps)
+    if math.prod(x.shape) < cpu_ext.MIN_NUMEL["rms_norm"]:
+        return rms_norm_gemm_grad(x, weight, eps)
+    return cpu_ext.kernels().rms_norm_cpu(x, weight, eps)[0]
+
+
 @register("rms_norm", "fused")
 def rms_norm_fused(x: paddle.Tensor, weight: paddle.Tensor | None, eps: float) -> paddle.Tensor:
     from paddle.incubate.nn.functional import fused_rms_norm

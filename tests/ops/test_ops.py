@@ -28,9 +28,9 @@ def test_cpu_uses_eager_except_measured_cpu_choices():
         for op in ("rotary", "attention", "varlen_attention", "log_softmax"):
             assert ops.implementation(op) == "eager", op
         assert ops.implementation("linear") == "gemm_grad"
-        assert ops.implementation("rms_norm") == "gemm_grad"
         kernel = cpu_ext.available()
-        assert ops.implementation("layer_norm") == ("cpu_kernel" if kernel else "gemm_grad"), cpu_ext.status()
+        for op in ("layer_norm", "rms_norm"):
+            assert ops.implementation(op) == ("cpu_kernel" if kernel else "gemm_grad"), cpu_ext.status()
         for op in ("softmax", "swiglu", "quick_gelu"):
             assert ops.implementation(op) == ("cpu_kernel" if kernel else "eager"), cpu_ext.status()
 
@@ -154,6 +154,20 @@ def test_layer_norm_cpu_kernel_equals_eager(shape, monkeypatch):
     xs = x.numpy().astype("float64")
     xh = (xs - xs.mean(-1, keepdims=True)) / np.sqrt(xs.var(-1, keepdims=True) + 1e-6)
     np.testing.assert_allclose(res["cpu_kernel"][0], xh * w.numpy() + b.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("shape", [(3, 16), (2, 300, 64), (342, 512)])  # the latter two: threaded paths
+def test_rms_norm_cpu_kernel_equals_eager(shape, monkeypatch):
+    monkeypatch.setitem(cpu_ext.MIN_NUMEL, "rms_norm", 0)
+    x, w = t(*shape), t(shape[-1])
+    res = {}
+    for impl in ("cpu_kernel", "eager"):
+        with ops.override(rms_norm=impl):
+            res[impl] = _values_and_grads(lambda a, c: ops.rms_norm(a, c, 1e-6), x.detach(), w.detach())
+    np.testing.assert_allclose(res["cpu_kernel"][0], res["eager"][0], rtol=1e-5, atol=1e-6)
+    for got, ref in zip(res["cpu_kernel"][1], res["eager"][1]):  # dx, dw (a sum over rows)
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
 
 
 def test_cpu_kernels_off_switch_and_failed_build_fall_back_to_eager_with_reason(tmp_path, monkeypatch):
