@@ -4,6 +4,7 @@ CUDA Paddle exists (skipped with the reason elsewhere)."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import paddle
@@ -74,8 +75,9 @@ def test_rms_norm_gemm_grad_equals_eager(shape):
 needs_cpu_kernels = pytest.mark.skipif(not cpu_ext.available(), reason=f"CPU kernels: {cpu_ext.status()}")
 
 
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="no C++ compiler on this machine")
 def test_cpu_kernels_build_here():
-    """This machine has a C++ compiler: the kernels must build (a failure would only show as slowness)."""
+    """With a C++ compiler the kernels must build (a failure would otherwise only show as slowness)."""
     if ops.device_kind() == "cpu" and os.environ.get("PADDLEMIX_R1_CPU_KERNELS", "1") != "0":
         assert cpu_ext.available(), cpu_ext.status()
         assert cpu_ext.build_key() in cpu_ext.status()
