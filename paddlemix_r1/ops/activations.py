@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import paddle
 import paddle.nn.functional as F
 
 from paddlemix_r1.ops import cpu_ext
 from paddlemix_r1.ops.dispatch import get, implementation, register
-
-
-def _kernel_takes(op: str, *ts: paddle.Tensor) -> bool:
-    """fp32/fp64 inputs of one dtype, large enough for the kernel to win (``cpu_ext.MIN_NUMEL``)."""
-    same = all(t.dtype in (paddle.float32, paddle.float64) and t.dtype == ts[0].dtype for t in ts)
-    return same and math.prod(ts[0].shape) >= cpu_ext.MIN_NUMEL[op]
 
 
 @register("swiglu", "eager")
@@ -26,7 +18,7 @@ def swiglu_eager(gate: paddle.Tensor, up: paddle.Tensor) -> paddle.Tensor:
 def swiglu_cpu_kernel(gate: paddle.Tensor, up: paddle.Tensor) -> paddle.Tensor:
     """``swiglu_eager`` in one pass forward and one backward (ops/csrc/cpu_kernels.cc); fp32/fp64,
     ``cpu_ext.MIN_NUMEL`` elements or more (else eager)."""
-    if not _kernel_takes("swiglu", gate, up) or gate.shape != up.shape:
+    if not cpu_ext.takes("swiglu", gate, up) or gate.shape != up.shape:
         return swiglu_eager(gate, up)
     return cpu_ext.kernels().swiglu_cpu(gate, up)
 
@@ -58,7 +50,7 @@ def quick_gelu_eager(x: paddle.Tensor) -> paddle.Tensor:
 def quick_gelu_cpu_kernel(x: paddle.Tensor) -> paddle.Tensor:
     """``quick_gelu_eager`` in one pass forward and one backward (ops/csrc/cpu_kernels.cc); fp32/fp64,
     ``cpu_ext.MIN_NUMEL`` elements or more (else eager)."""
-    return cpu_ext.kernels().quick_gelu_cpu(x) if _kernel_takes("quick_gelu", x) else quick_gelu_eager(x)
+    return cpu_ext.kernels().quick_gelu_cpu(x) if cpu_ext.takes("quick_gelu", x) else quick_gelu_eager(x)
 
 
 def quick_gelu(x: paddle.Tensor) -> paddle.Tensor:

@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import hashlib
 import logging
+import math
 import os
 import platform
 import sys
@@ -92,7 +93,7 @@ def _load(directory: str) -> ModuleType:
     module = load(name=NAME, sources=[SOURCE], extra_cxx_cflags=CFLAGS, extra_ldflags=LDFLAGS,
                   build_directory=directory, verbose=False)
     with open(os.path.join(directory, "ok"), "w") as f:
-        f.write(build_key())
+        f.write(os.path.basename(directory))  # the build key (build_directory ends in it)
     return module
 
 
@@ -119,6 +120,15 @@ def module() -> ModuleType | None:
     finally:
         log.setLevel(level)
     return _module
+
+
+def takes(op: str, *tensors: paddle.Tensor) -> bool:
+    """Whether ``op``'s kernel applies: fp32/fp64 tensors of one dtype, the first of ``MIN_NUMEL[op]``
+    elements or more (smaller inputs run faster on the eager path)."""
+    dtype = tensors[0].dtype
+    if dtype not in (paddle.float32, paddle.float64) or any(t.dtype != dtype for t in tensors):
+        return False
+    return math.prod(tensors[0].shape) >= MIN_NUMEL[op]
 
 
 def kernels() -> ModuleType:

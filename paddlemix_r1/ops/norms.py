@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import paddle
 import paddle.nn.functional as F
 from paddle.autograd import PyLayer
@@ -62,9 +60,7 @@ def rms_norm_gemm_grad(x: paddle.Tensor, weight: paddle.Tensor | None, eps: floa
 def rms_norm_cpu_kernel(x: paddle.Tensor, weight: paddle.Tensor | None, eps: float) -> paddle.Tensor:
     """``rms_norm_eager`` by the compiled CPU kernel, forward and one-pass backward (fp32/fp64, inputs of
     ``cpu_ext.MIN_NUMEL`` elements or more); other inputs, and ``weight`` None, take ``rms_norm_gemm_grad``."""
-    if weight is None or not (x.dtype == weight.dtype and x.dtype in (paddle.float32, paddle.float64)):
-        return rms_norm_gemm_grad(x, weight, eps)
-    if math.prod(x.shape) < cpu_ext.MIN_NUMEL["rms_norm"]:
+    if weight is None or not cpu_ext.takes("rms_norm", x, weight):
         return rms_norm_gemm_grad(x, weight, eps)
     return cpu_ext.kernels().rms_norm_cpu(x, weight, eps)[0]
 
@@ -127,8 +123,7 @@ def layer_norm_gemm_grad(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.T
 def layer_norm_cpu_kernel(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, eps: float) -> paddle.Tensor:
     """``layer_norm_eager`` by the compiled CPU kernel, forward and one-pass backward (fp32/fp64, inputs of
     ``cpu_ext.MIN_NUMEL`` elements or more); other inputs take ``layer_norm_gemm_grad``."""
-    same = x.dtype == weight.dtype == bias.dtype and x.dtype in (paddle.float32, paddle.float64)
-    if not same or math.prod(x.shape) < cpu_ext.MIN_NUMEL["layer_norm"]:
+    if not cpu_ext.takes("layer_norm", x, weight, bias):
         return layer_norm_gemm_grad(x, weight, bias, eps)
     return cpu_ext.kernels().layer_norm_cpu(x, weight, bias, eps)[0]
 

@@ -7,8 +7,6 @@ on this machine), so the eager path composes it from max/exp/sum."""
 
 from __future__ import annotations
 
-import math
-
 import paddle
 import paddle.nn.functional as F
 
@@ -26,7 +24,7 @@ def softmax_eager(x: paddle.Tensor, axis: int = -1) -> paddle.Tensor:
 def softmax_cpu_kernel(x: paddle.Tensor, axis: int = -1) -> paddle.Tensor:
     """``softmax_eager`` by the compiled CPU kernel (last axis, fp32/fp64, ``cpu_ext.MIN_NUMEL`` elements
     or more; anything else: eager)."""
-    if axis not in (-1, x.ndim - 1) or x.dtype not in (paddle.float32, paddle.float64) or math.prod(x.shape) < cpu_ext.MIN_NUMEL["softmax"]:
+    if axis not in (-1, x.ndim - 1) or not cpu_ext.takes("softmax", x):
         return F.softmax(x, axis=axis)
     return cpu_ext.kernels().softmax_lastdim(x)
 

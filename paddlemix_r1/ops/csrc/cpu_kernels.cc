@@ -129,45 +129,54 @@ void LayerNormRows(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, i
   }
 }
 
+// Runs row_fn(r, acc) for every row on the OpenMP threads, acc being that thread's `sums` accumulators of
+// n values each (acc[j * n + i], zeroed), then writes out[j][i] = their sum over the threads: the weight
+// and bias gradients of the norms' backwards, summed over rows without atomics.
+template <typename T, typename RowFn>
+void RowsWithColumnSums(int64_t rows, int64_t n, int sums, T* const* out, RowFn row_fn) {
+  const int threads = rows * n >= kParallelMin ? omp_get_max_threads() : 1;
+  const size_t stride = static_cast<size_t>(sums) * n;
+  std::vector<T> part(static_cast<size_t>(threads) * stride, T(0));
+#pragma omp parallel num_threads(threads)
+  {
+    T* acc = part.data() + static_cast<size_t>(omp_get_thread_num()) * stride;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) row_fn(r, acc);
+  }
+  for (int j = 0; j < sums; ++j) {
+    for (int64_t i = 0; i < n; ++i) {
+      T total = 0;
+      for (int t = 0; t < threads; ++t) total += part[static_cast<size_t>(t) * stride + static_cast<size_t>(j) * n + i];
+      out[j][i] = total;
+    }
+  }
+}
+
 template <typename T>
 void LayerNormGradRows(const T* x, const T* w, const T* mean, const T* rstd, const T* g, T* dx, T* dw, T* db,
                        int64_t rows, int64_t n) {
-  const int threads = rows * n >= kParallelMin ? omp_get_max_threads() : 1;
-  std::vector<T> part(static_cast<size_t>(threads) * 2 * n, T(0));  // per thread: dw then db
-#pragma omp parallel num_threads(threads)
-  {
-    T* pw = part.data() + static_cast<size_t>(omp_get_thread_num()) * 2 * n;
-    T* pb = pw + n;
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      const T* xr = x + r * n;
-      const T* gr = g + r * n;
-      T* dr = dx + r * n;
-      const T m = mean[r], rs = rstd[r];
-      T s1 = 0, s2 = 0;
+  T* const sums[2] = {dw, db};
+  RowsWithColumnSums<T>(rows, n, 2, sums, [&](int64_t r, T* acc) {
+    const T* xr = x + r * n;
+    const T* gr = g + r * n;
+    T* dr = dx + r * n;
+    T* pw = acc;
+    T* pb = acc + n;
+    const T m = mean[r], rs = rstd[r];
+    T s1 = 0, s2 = 0;
 #pragma omp simd reduction(+ : s1, s2)
-      for (int64_t i = 0; i < n; ++i) {
-        const T xh = (xr[i] - m) * rs, gw = gr[i] * w[i];
-        s1 += gw;
-        s2 += gw * xh;
-        pw[i] += gr[i] * xh;
-        pb[i] += gr[i];
-      }
-      s1 /= T(n);
-      s2 /= T(n);
+    for (int64_t i = 0; i < n; ++i) {
+      const T xh = (xr[i] - m) * rs, gw = gr[i] * w[i];
+      s1 += gw;
+      s2 += gw * xh;
+      pw[i] += gr[i] * xh;
+      pb[i] += gr[i];
+    }
+    s1 /= T(n);
+    s2 /= T(n);
 #pragma omp simd
-      for (int64_t i = 0; i < n; ++i) dr[i] = rs * (gr[i] * w[i] - s1 - (xr[i] - m) * rs * s2);
-    }
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    T sw = 0, sb = 0;
-    for (int t = 0; t < threads; ++t) {
-      sw += part[static_cast<size_t>(t) * 2 * n + i];
-      sb += part[static_cast<size_t>(t) * 2 * n + n + i];
-    }
-    dw[i] = sw;
-    db[i] = sb;
-  }
+    for (int64_t i = 0; i < n; ++i) dr[i] = rs * (gr[i] * w[i] - s1 - (xr[i] - m) * rs * s2);
+  });
 }
 
 template <typename T>
@@ -188,34 +197,23 @@ void RmsNormRows(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_t n,
 
 template <typename T>
 void RmsNormGradRows(const T* x, const T* w, const T* rstd, const T* g, T* dx, T* dw, int64_t rows, int64_t n) {
-  const int threads = rows * n >= kParallelMin ? omp_get_max_threads() : 1;
-  std::vector<T> part(static_cast<size_t>(threads) * n, T(0));
-#pragma omp parallel num_threads(threads)
-  {
-    T* pw = part.data() + static_cast<size_t>(omp_get_thread_num()) * n;
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      const T* xr = x + r * n;
-      const T* gr = g + r * n;
-      T* dr = dx + r * n;
-      const T rs = rstd[r];
-      T s = 0;
+  T* const sums[1] = {dw};
+  RowsWithColumnSums<T>(rows, n, 1, sums, [&](int64_t r, T* pw) {
+    const T* xr = x + r * n;
+    const T* gr = g + r * n;
+    T* dr = dx + r * n;
+    const T rs = rstd[r];
+    T s = 0;
 #pragma omp simd reduction(+ : s)
-      for (int64_t i = 0; i < n; ++i) {
-        const T xh = xr[i] * rs;
-        s += gr[i] * w[i] * xh;
-        pw[i] += gr[i] * xh;
-      }
-      s /= T(n);
-#pragma omp simd
-      for (int64_t i = 0; i < n; ++i) dr[i] = rs * (gr[i] * w[i] - xr[i] * rs * s);
+    for (int64_t i = 0; i < n; ++i) {
+      const T xh = xr[i] * rs;
+      s += gr[i] * w[i] * xh;
+      pw[i] += gr[i] * xh;
     }
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    T sw = 0;
-    for (int t = 0; t < threads; ++t) sw += part[static_cast<size_t>(t) * n + i];
-    dw[i] = sw;
-  }
+    s /= T(n);
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) dr[i] = rs * (gr[i] * w[i] - xr[i] * rs * s);
+  });
 }
 
 }  // namespace
