@@ -65,9 +65,7 @@ class VisionAttention(nn.Layer):
     def forward(self, x, cos, sin, cu_seqlens: np.ndarray):
         n = x.shape[0]
         qkv = self.qkv(x).reshape([n, 3, self.nh, self.hd])  # (N, 3, nh, hd)
-        q, k, v = paddle.unbind(qkv, axis=1)  # (N, nh, hd) each; unbind's backward is one stack, not 3 zero-fills
-        q, k = ops.apply_rotary(q.unsqueeze(0), k.unsqueeze(0), cos, sin)  # tables (1, N, 2 nh, hd)
-        out = ops.varlen_attention(q[0], k[0], v, cu_seqlens, self.scale)  # (N, nh, hd)
+        out = ops.vision_attention(qkv, cos, sin, cu_seqlens, self.scale)  # tables (1, N, 2 nh, hd) -> (N, nh, hd)
         return self.proj(out.reshape([n, self.nh * self.hd]))
 
 

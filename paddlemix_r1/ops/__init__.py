@@ -5,7 +5,13 @@ from paddlemix_r1._runtime import configure_paddle
 configure_paddle()
 
 from paddlemix_r1.ops.activations import ACTIVATIONS, gelu, quick_gelu, swiglu, swiglu_packed
-from paddlemix_r1.ops.attention import attention, causal_padding_mask, grouped_decode_attention, varlen_attention
+from paddlemix_r1.ops.attention import (
+    attention,
+    causal_padding_mask,
+    grouped_decode_attention,
+    varlen_attention,
+    vision_attention,
+)
 from paddlemix_r1.ops.dispatch import device_kind, implementation, override, reset
 from paddlemix_r1.ops.linear import linear
 from paddlemix_r1.ops.norms import layer_norm, rms_norm
@@ -43,5 +49,6 @@ __all__ = [
     "swiglu",
     "swiglu_packed",
     "varlen_attention",
+    "vision_attention",
     "vision_cos_sin",
 ]

@@ -10,9 +10,11 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
+from paddlemix_r1.ops import cpu_ext
 from paddlemix_r1.ops.broadcast import expand_to
 from paddlemix_r1.ops.dispatch import get, register
 from paddlemix_r1.ops.precision import fp32_region
+from paddlemix_r1.ops.rotary import apply_rotary
 from paddlemix_r1.ops.softmax import softmax
 
 NEG_INF = -1e30  # additive mask value; finite so a fully masked (pad) row stays finite
@@ -185,3 +187,41 @@ def varlen_attention(
     q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, cu_seqlens: np.ndarray, scale: float
 ) -> paddle.Tensor:
     return get("varlen_attention")(q, k, v, cu_seqlens, scale)
+
+
+@register("vision_attention", "eager")
+def vision_attention_eager(
+    qkv: paddle.Tensor, cos: paddle.Tensor, sin: paddle.Tensor, cu_seqlens: np.ndarray, scale: float
+) -> paddle.Tensor:
+    """The vision tower's attention: rotary on q and k, then ``varlen_attention`` within each segment.
+
+    qkv: (N, 3, nh, hd) from the qkv projection; cos, sin: the (1, N, 2 nh, hd) tables of
+    ``vision_rotary_tables`` (every head's row the same); cu_seqlens: (S + 1,) host int array.
+    Returns (N, nh, hd).
+    """
+    q, k, v = paddle.unbind(qkv, axis=1)  # (N, nh, hd) each; unbind's backward is one stack, not 3 zero-fills
+    q, k = apply_rotary(q.unsqueeze(0), k.unsqueeze(0), cos, sin)
+    return varlen_attention(q[0], k[0], v, cu_seqlens, scale)
+
+
+@register("vision_attention", "cpu_kernel")
+def vision_attention_cpu_kernel(
+    qkv: paddle.Tensor, cos: paddle.Tensor, sin: paddle.Tensor, cu_seqlens: np.ndarray, scale: float
+) -> paddle.Tensor:
+    """``vision_attention_eager`` as one compiled CPU op (``csrc/attention_cpu.cc``): the rotary, each
+    segment's heads attended in place in the packed layout with the softmax fused between MKL GEMMs, and
+    the whole backward, so none of the unbind / rotary / transpose ops and their gradients run
+    (fp32/fp64, ``cpu_ext.MIN_NUMEL`` elements or more; anything else: eager)."""
+    if not cpu_ext.takes("vision_attention", qkv, cos, sin):
+        return vision_attention_eager(qkv, cos, sin, cu_seqlens, scale)
+    cu = paddle.to_tensor(np.asarray(cu_seqlens, dtype="int64"))
+    # Without a backward (rollouts, evaluation) nothing is kept: the scores live in a block-sized buffer.
+    keep = cpu_ext.MAX_STORED_PROBS if paddle.is_grad_enabled() and not qkv.stop_gradient else 0
+    outs = cpu_ext.kernels().vision_attention_cpu(qkv, cos, sin, cu, float(scale), keep)
+    return outs[0]  # (N, nh, hd); the others are saved for the backward
+
+
+def vision_attention(
+    qkv: paddle.Tensor, cos: paddle.Tensor, sin: paddle.Tensor, cu_seqlens: np.ndarray, scale: float
+) -> paddle.Tensor:
+    return get("vision_attention")(qkv, cos, sin, cu_seqlens, scale)

@@ -1,4 +1,4 @@
-"""CPU kernels compiled from ``ops/csrc/cpu_kernels.cc`` with Paddle's custom-operator toolchain.
+"""CPU kernels compiled from ``ops/csrc/*.cc`` with Paddle's custom-operator toolchain.
 
 Paddle 3.3.1's CPU build runs softmax, exp and max single-threaded and scalar (5.0 ms for a
 (4, 1024, 1024) softmax, 1.8 ms for the kernel here; see the source). The kernels are built on first
@@ -9,6 +9,9 @@ library in well under a second.
 
 - ``PADDLEMIX_R1_CPU_KERNELS=0`` turns them off (the dispatch then uses the eager references).
 - ``PADDLEMIX_R1_EXT_DIR`` sets the cache directory (default ``~/.cache/paddlemix_r1/ext``).
+- The vision attention (``csrc/attention_cpu.cc``) does its GEMMs with the MKL library Paddle
+  ships (``paddle/libs/libmklml_intel.so``); a Paddle build without it gets the other kernels, and
+  ``status()`` says that the vision attention stays eager.
 - When the build fails (no compiler, say), ``available()`` is False, the dispatch uses the eager
   references, and one RuntimeWarning gives the reason; ``status()`` returns it too.
 """
@@ -29,7 +32,9 @@ from types import ModuleType
 import paddle
 
 NAME = "paddlemix_r1_cpu_kernels"
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "cpu_kernels.cc")
+CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
+SOURCE = os.path.join(CSRC, "cpu_kernels.cc")
+ATTENTION_SOURCE = os.path.join(CSRC, "attention_cpu.cc")  # needs MKL's CBLAS (see _mkl_library)
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]  # -ffast-math: vectorized expf (libmvec)
 # Link the OpenMP runtime Paddle ships (Intel's libiomp5, which also serves GCC's GOMP_* entry points)
 # instead of libgomp: one thread pool with MKL's, not two pools spinning against each other (with
@@ -39,7 +44,15 @@ LDFLAGS = ["-liomp5"]
 # Calling a custom op from Python costs ~40 us more than a built-in op, so the kernels only take inputs
 # large enough to win (measured crossovers: softmax between 32K and 256K elements, e.g. 90 vs 55 us at
 # (16, 2048) and 291 vs 655 us at (64, 4096); swiglu between 8K and 32K, 74 vs 43 us and 96 vs 141 us).
-MIN_NUMEL = {"softmax": 65536, "swiglu": 16384, "quick_gelu": 16384, "layer_norm": 16384, "rms_norm": 16384}
+MIN_NUMEL = {"softmax": 65536, "swiglu": 16384, "quick_gelu": 16384, "layer_norm": 16384, "rms_norm": 16384,
+             "vision_attention": 16384}
+# The vision attention keeps its softmax probabilities for the backward up to this many (heads x the sum
+# of squared segment lengths; 128 MiB in fp32), as the eager path does; beyond it the backward
+# recomputes them block by block.
+MAX_STORED_PROBS = 1 << 25
+# The compiled function behind each op's ``cpu_kernel`` implementation.
+KERNEL_OF = {"softmax": "softmax_lastdim", "swiglu": "swiglu_cpu", "quick_gelu": "quick_gelu_cpu",
+             "layer_norm": "layer_norm_cpu", "rms_norm": "rms_norm_cpu", "vision_attention": "vision_attention_cpu"}
 
 _module: ModuleType | None = None
 _status: str = "not loaded"
@@ -56,12 +69,30 @@ def _cpu_flags() -> str:
     return platform.processor() or platform.machine()
 
 
+def _mkl_library() -> str | None:
+    """Paddle's bundled MKL (CBLAS for the attention kernel's GEMMs), or None if this build has none."""
+    from paddle.utils.cpp_extension.extension_utils import find_paddle_libraries
+
+    for directory in find_paddle_libraries():
+        if os.path.exists(os.path.join(directory, "libmklml_intel.so")):
+            return os.path.join(directory, "libmklml_intel.so")
+    return None
+
+
+def _sources_and_ldflags() -> tuple[list[str], list[str]]:
+    if _mkl_library() is None:
+        return [SOURCE], LDFLAGS
+    return [SOURCE, ATTENTION_SOURCE], [*LDFLAGS, "-lmklml_intel"]
+
+
 def build_key() -> str:
     """Hash of everything the built library depends on."""
     h = hashlib.sha256()
-    with open(SOURCE, "rb") as f:
-        h.update(f.read())
-    for part in (paddle.__version__, sys.version, " ".join(CFLAGS + LDFLAGS), _cpu_flags()):
+    sources, ldflags = _sources_and_ldflags()
+    for source in sources:
+        with open(source, "rb") as f:
+            h.update(f.read())
+    for part in (paddle.__version__, sys.version, " ".join(CFLAGS + ldflags), _cpu_flags()):
         h.update(part.encode())
     return h.hexdigest()[:16]
 
@@ -90,7 +121,8 @@ def _load(directory: str) -> ModuleType:
     importer = getattr(extension_utils, "_import_module_from_library", None)
     if os.path.exists(os.path.join(directory, "ok")) and os.path.exists(built) and importer is not None:
         return importer(NAME, os.path.join(directory, NAME), False)  # skips load()'s setup.py run (~1.5 s)
-    module = load(name=NAME, sources=[SOURCE], extra_cxx_cflags=CFLAGS, extra_ldflags=LDFLAGS,
+    sources, ldflags = _sources_and_ldflags()
+    module = load(name=NAME, sources=sources, extra_cxx_cflags=CFLAGS, extra_ldflags=ldflags,
                   build_directory=directory, verbose=False)
     with open(os.path.join(directory, "ok"), "w") as f:
         f.write(os.path.basename(directory))  # the build key (build_directory ends in it)
@@ -113,6 +145,8 @@ def module() -> ModuleType | None:
         with _locked(directory):
             _module = _load(directory)
         _status = f"loaded from {directory}"
+        if _mkl_library() is None:
+            _status += " (no libmklml_intel.so in this Paddle build: vision_attention stays eager)"
     except Exception as e:  # noqa: BLE001 - any build failure means: use the eager references, and say why
         _status = f"build failed in {directory}: {type(e).__name__}: {str(e)[-2000:]}"
         warnings.warn(f"paddlemix_r1: CPU kernels unavailable, using the eager references ({_status})",
@@ -129,6 +163,12 @@ def takes(op: str, *tensors: paddle.Tensor) -> bool:
     if dtype not in (paddle.float32, paddle.float64) or any(t.dtype != dtype for t in tensors):
         return False
     return math.prod(tensors[0].shape) >= MIN_NUMEL[op]
+
+
+def provides(op: str) -> bool:
+    """Whether the compiled library has ``op``'s kernel (it may lack one it could not build here)."""
+    kernels_module = module()
+    return kernels_module is not None and hasattr(kernels_module, KERNEL_OF[op])
 
 
 def kernels() -> ModuleType:

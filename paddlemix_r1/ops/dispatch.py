@@ -28,7 +28,7 @@ _DEFAULT_FOR_DEVICE = {"gpu": "fused", "cpu": "eager"}
 #   build here; fwd+bwd 8.3 -> 3.9 ms for quick_gelu on (1024, 1024), 4.9 -> 2.3 ms for swiglu on (342, 1408),
 #   3.5 -> 0.8 ms for layer_norm (vs gemm_grad) on (1024, 256).
 _CPU_CHOICE = {"linear": "gemm_grad", "rms_norm": "cpu_kernel", "layer_norm": "cpu_kernel", "softmax": "cpu_kernel",
-               "swiglu": "cpu_kernel", "quick_gelu": "cpu_kernel"}
+               "swiglu": "cpu_kernel", "quick_gelu": "cpu_kernel", "vision_attention": "cpu_kernel"}
 _chosen: dict[str, Callable] = {}
 _overrides: dict[str, str] = {}
 
@@ -58,7 +58,7 @@ def implementation(op: str) -> str:
         return _overrides[op]
     kind = device_kind()
     want = _CPU_CHOICE.get(op, "eager") if kind == "cpu" else _DEFAULT_FOR_DEVICE[kind]
-    if want == "cpu_kernel" and not cpu_ext.available():  # cpu_ext has warned once, with the reason
+    if want == "cpu_kernel" and not cpu_ext.provides(op):  # cpu_ext.status() says why
         return "gemm_grad" if "gemm_grad" in impls else "eager"
     return want if want in impls else "eager"
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import paddle
@@ -34,6 +36,8 @@ def test_cpu_uses_eager_except_measured_cpu_choices():
             assert ops.implementation(op) == ("cpu_kernel" if kernel else "gemm_grad"), cpu_ext.status()
         for op in ("softmax", "swiglu", "quick_gelu"):
             assert ops.implementation(op) == ("cpu_kernel" if kernel else "eager"), cpu_ext.status()
+        assert ops.implementation("vision_attention") == (
+            "cpu_kernel" if cpu_ext.provides("vision_attention") else "eager"), cpu_ext.status()
 
 
 def _values_and_grads(fn, *tensors):
@@ -195,6 +199,25 @@ def test_cpu_kernels_off_switch_and_failed_build_fall_back_to_eager_with_reason(
     dispatch.reset()
 
 
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="no C++ compiler on this machine")
+def test_cpu_kernels_without_mkl_build_all_but_the_vision_attention(tmp_path):
+    """A Paddle build that ships no libmklml_intel.so still gets the other kernels; the vision attention
+    then stays eager and ``status()`` says so. (In a subprocess: a process can load only one library
+    that registers these operator names.)"""
+    script = (
+        "from paddlemix_r1 import ops\n"
+        "from paddlemix_r1.ops import cpu_ext\n"
+        "cpu_ext._mkl_library = lambda: None\n"
+        "assert cpu_ext.provides('softmax') and not cpu_ext.provides('vision_attention'), cpu_ext.status()\n"
+        "assert 'vision_attention stays eager' in cpu_ext.status(), cpu_ext.status()\n"
+        "assert ops.implementation('vision_attention') == 'eager'\n"
+        "assert ops.implementation('softmax') == 'cpu_kernel'\n"
+    )
+    env = {**os.environ, "PADDLEMIX_R1_CPU_KERNELS": "1", "PADDLEMIX_R1_EXT_DIR": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 @pytest.mark.parametrize("b,g,nh,nkv", [(1, 4, 4, 2), (2, 3, 2, 1), (2, 1, 4, 4)])
 def test_grouped_decode_attention_equals_attention_over_repeated_prompt(b, g, nh, nkv):
     hd, length, slots = 8, 7, 5
@@ -327,6 +350,67 @@ def test_varlen_attention_is_block_diagonal():
     np.testing.assert_allclose(out, ref, atol=1e-5)
 
 
+def _vision_attention_formula(qkv: np.ndarray, cos: np.ndarray, sin: np.ndarray, cu: np.ndarray, scale: float):
+    """Rotary (rotate_half) on q and k, then softmax attention within each segment, in float64."""
+    x = qkv.astype("float64")
+    c, s = cos[0, :, 0].astype("float64")[:, None], sin[0, :, 0].astype("float64")[:, None]  # (N, 1, hd)
+    half = x.shape[-1] // 2
+
+    def rot(a):  # (N, nh, hd)
+        return a * c + np.concatenate([-a[..., half:], a[..., :half]], axis=-1) * s
+
+    q, k, v = rot(x[:, 0]), rot(x[:, 1]), x[:, 2]
+    out = np.zeros_like(v)
+    for a, b in zip(cu[:-1], cu[1:]):
+        scores = np.einsum("ihd,jhd->hij", q[a:b], k[a:b]) * scale
+        p = np.exp(scores - scores.max(-1, keepdims=True))
+        out[a:b] = np.einsum("hij,jhd->ihd", p / p.sum(-1, keepdims=True), v[a:b])
+    return out
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("n,nh,hd,cu", [
+    (40, 2, 16, [0, 40]),  # one image
+    (48, 2, 8, [0, 16, 32, 48]),  # equal windows
+    (41, 3, 16, [0, 1, 17, 41]),  # unequal segments, one of a single token
+    (600, 2, 64, [0, 600]),  # threaded rotary and softmax; recomputed: 3 query blocks accumulate into dK, dV
+])
+@pytest.mark.parametrize("stored", [True, False], ids=["stored-probs", "recomputed-probs"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_vision_attention_cpu_kernel_equals_eager_and_formula(n, nh, hd, cu, stored, dtype, monkeypatch):
+    """The compiled rotary + block-diagonal attention: values against the float64 formula, gradients of
+    qkv against the eager path (unbind, rotary, varlen attention), with the probabilities kept for the
+    backward or recomputed there from the row log-sum-exp."""
+    from paddlemix_r1.models.vision_common import vision_rotary_tables
+
+    monkeypatch.setitem(cpu_ext.MIN_NUMEL, "vision_attention", 0)
+    monkeypatch.setattr(cpu_ext, "MAX_STORED_PROBS", cpu_ext.MAX_STORED_PROBS if stored else 0)
+    cu = np.array(cu)
+    cos, sin = vision_rotary_tables(rng.integers(0, 40, (n, 2)), ops.inv_freq(hd // 2, 10000.0), nh)  # (1, N, 2 nh, hd)
+    cos, sin = cos.astype(dtype), sin.astype(dtype)
+    qkv = paddle.to_tensor(rng.standard_normal((n, 3, nh, hd)).astype(dtype))
+    res = {}
+    for impl in ("cpu_kernel", "eager"):
+        with ops.override(vision_attention=impl):
+            res[impl] = _values_and_grads(lambda x: ops.vision_attention(x, cos, sin, cu, hd**-0.5), qkv.detach())
+    # the kernel takes the scale as an fp32 attribute
+    ref = _vision_attention_formula(qkv.numpy(), cos.numpy(), sin.numpy(), cu, float(np.float32(hd**-0.5)))
+    np.testing.assert_allclose(res["cpu_kernel"][0], ref, rtol=1e-5 if dtype == "float32" else 1e-10, atol=1e-6
+                               if dtype == "float32" else 1e-12)
+    np.testing.assert_allclose(res["cpu_kernel"][0], res["eager"][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(res["cpu_kernel"][1][0], res["eager"][1][0], rtol=1e-4, atol=1e-5)  # d qkv, q, k and v
+
+
+@needs_cpu_kernels
+def test_vision_attention_cpu_kernel_rejects_bad_segments(monkeypatch):
+    monkeypatch.setitem(cpu_ext.MIN_NUMEL, "vision_attention", 0)
+    cos, sin = (paddle.ones([1, 10, 4, 8]), paddle.zeros([1, 10, 4, 8]))
+    with ops.override(vision_attention="cpu_kernel"):
+        for cu in ([0, 4, 9], [0, 6, 6, 10]):  # not ending at N; an empty segment
+            with pytest.raises(Exception, match="cu_seqlens"):
+                ops.vision_attention(t(10, 3, 2, 8), cos, sin, np.array(cu), 0.3)
+
+
 def test_log_softmax_matches_formula():
     x = t(4, 300) * 5
     ref = x.numpy() - np.log(np.exp(x.numpy() - x.numpy().max(-1, keepdims=True)).sum(-1, keepdims=True)) \
@@ -369,3 +453,25 @@ def test_varlen_attention_equal_segments_fast_path():
     ref = _naive_attention(q.numpy()[None], k.numpy().transpose(1, 0, 2)[None], v.numpy().transpose(1, 0, 2)[None],
                            allowed)[0]
     np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+@needs_cpu_kernels
+def test_vision_attention_cpu_kernel_keeps_no_probabilities_without_a_backward(monkeypatch):
+    """Under no_grad (rollouts, evaluation) the kernel keeps no (heads, N, N) probabilities; the output
+    is the same as with them kept."""
+    from paddlemix_r1.models.vision_common import vision_rotary_tables
+
+    monkeypatch.setitem(cpu_ext.MIN_NUMEL, "vision_attention", 0)
+    n, nh, hd = 64, 2, 16
+    cos, sin = vision_rotary_tables(rng.integers(0, 8, (n, 2)), ops.inv_freq(hd // 2, 10000.0), nh)
+    qkv = t(n, 3, nh, hd)
+    cu = paddle.to_tensor(np.array([0, 24, 64]))
+    kept = cpu_ext.kernels().vision_attention_cpu(qkv, cos, sin, cu, 0.25, cpu_ext.MAX_STORED_PROBS)
+    assert kept[4].shape == [nh * (24**2 + 40**2)]
+    calls = []
+    real = cpu_ext.kernels().vision_attention_cpu
+    monkeypatch.setattr(cpu_ext.kernels(), "vision_attention_cpu", lambda *a: calls.append(a[-1]) or real(*a))
+    with paddle.no_grad(), ops.override(vision_attention="cpu_kernel"):
+        out = ops.vision_attention(qkv, cos, sin, np.array([0, 24, 64]), 0.25)
+    assert calls == [0]
+    np.testing.assert_allclose(out.numpy(), kept[0].numpy(), rtol=1e-6, atol=1e-7)
