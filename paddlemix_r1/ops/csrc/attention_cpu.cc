@@ -91,6 +91,43 @@ void ForEachTask(const Layout& lay, int64_t scratch_elems, TaskFn task_fn) {
   for (int64_t t = 0; t < lay.tasks(); ++t) task_fn(t, scratch.data());
 }
 
+// Row softmax in place over (rows, n) scores; lse[i] (if not null) = max + log(sum exp) of row i.
+template <typename T>
+void SoftmaxRows(T* s, int64_t rows, int64_t n, T* lse) {
+#pragma omp parallel for schedule(static) if (rows * n >= kParallelMin)
+  for (int64_t i = 0; i < rows; ++i) {
+    T* row = s + i * n;
+    T m = row[0];
+    for (int64_t j = 1; j < n; ++j) m = row[j] > m ? row[j] : m;
+    T sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < n; ++j) {
+      const T e = std::exp(row[j] - m);
+      row[j] = e;
+      sum += e;
+    }
+    const T inv = T(1) / sum;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) row[j] *= inv;
+    if (lse != nullptr) lse[i] = m + std::log(sum);
+  }
+}
+
+// dP (rows, n) -> dS = P (dP - rowsum(dO O)) in place; o, dout: (rows, hd) with row stride ld.
+template <typename T>
+void SoftmaxGradRows(const T* p, T* dp, const T* o, const T* dout, int64_t ld, int64_t rows, int64_t n, int64_t hd) {
+#pragma omp parallel for schedule(static) if (rows * n >= kParallelMin)
+  for (int64_t i = 0; i < rows; ++i) {
+    T dot = 0;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t d = 0; d < hd; ++d) dot += o[i * ld + d] * dout[i * ld + d];
+    T* ds = dp + i * n;
+    const T* pr = p + i * n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) ds[j] = pr[j] * (ds[j] - dot);
+  }
+}
+
 // rotate_half rotary, x (hd,) -> y: y1 = x1 c1 - x2 s1, y2 = x2 c2 + x1 s2 (halves of hd), and its
 // transpose for the gradient: dx1 = g1 c1 + g2 s2, dx2 = g2 c2 - g1 s1.
 template <typename T>
@@ -136,23 +173,7 @@ void Forward(const T* qkv, const T* cos, const T* sin, int64_t table_ld, T* qr, 
       const int64_t br = std::min(rows, len - r0);
       T* s_buf = stored ? probs + lay.prob_offset(seg, h) + r0 * len : scratch;  // (br, len) scores, then probabilities
       Gemm(kN, kT, br, len, hd, scale, qr + off + r0 * ld, ld, kr + off, ld, T(0), s_buf, len);  // (br, len)
-#pragma omp parallel for schedule(static) if (br * len >= kParallelMin)
-      for (int64_t i = 0; i < br; ++i) {
-        T* row = s_buf + i * len;
-        T m = row[0];
-        for (int64_t j = 1; j < len; ++j) m = row[j] > m ? row[j] : m;
-        T sum = 0;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t j = 0; j < len; ++j) {
-          const T e = std::exp(row[j] - m);
-          row[j] = e;
-          sum += e;
-        }
-        const T inv = T(1) / sum;
-#pragma omp simd
-        for (int64_t j = 0; j < len; ++j) row[j] *= inv;
-        lse[h * lay.tokens + start + r0 + i] = m + std::log(sum);
-      }
+      SoftmaxRows(s_buf, br, len, lse + h * lay.tokens + start + r0);
       Gemm(kN, kN, br, hd, len, T(1), s_buf, len, v + off_v, ldv, T(0), out + off + r0 * ld, ld);  // (br, hd)
     }
   });
@@ -190,18 +211,7 @@ void Backward(const T* qkv, const T* cos, const T* sin, int64_t table_ld, const 
       }
       Gemm(kT, kN, len, hd, br, T(1), p_buf, len, dout + off + r0 * ld, ld, beta, dv + off_v, ldv);  // dV (len, hd)
       Gemm(kN, kT, br, len, hd, T(1), dout + off + r0 * ld, ld, v + off_v, ldv, T(0), d_buf, len);  // dP (br, len)
-#pragma omp parallel for schedule(static) if (br * len >= kParallelMin)
-      for (int64_t i = 0; i < br; ++i) {
-        const T* o_row = out + off + (r0 + i) * ld;
-        const T* g_row = dout + off + (r0 + i) * ld;
-        T dot = 0;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t d = 0; d < hd; ++d) dot += o_row[d] * g_row[d];
-        T* ds = d_buf + i * len;
-        const T* p = p_buf + i * len;
-#pragma omp simd
-        for (int64_t j = 0; j < len; ++j) ds[j] = p[j] * (ds[j] - dot);
-      }
+      SoftmaxGradRows(p_buf, d_buf, out + off + r0 * ld, dout + off + r0 * ld, ld, br, len, hd);
       Gemm(kN, kN, br, hd, len, scale, d_buf, len, kr + off, ld, T(0), dqr.data() + off + r0 * ld, ld);  // dQ_b (br, hd)
       Gemm(kT, kN, len, hd, br, scale, d_buf, len, qr + off + r0 * ld, ld, beta, dkr.data() + off, ld);  // dK (len, hd)
     }
@@ -288,3 +298,4 @@ PD_BUILD_GRAD_OP(vision_attention_cpu)
     .Outputs({paddle::Grad("QKV")})
     .Attrs({"scale: float", "max_stored: int64_t"})
     .SetKernelFn(PD_KERNEL(VisionAttentionBackward));
+
