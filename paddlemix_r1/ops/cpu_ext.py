@@ -35,6 +35,7 @@ NAME = "paddlemix_r1_cpu_kernels"
 CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 SOURCE = os.path.join(CSRC, "cpu_kernels.cc")
 ATTENTION_SOURCE = os.path.join(CSRC, "attention_cpu.cc")  # needs MKL's CBLAS (see _mkl_library)
+HEADERS = [os.path.join(CSRC, "rows.h")]  # included by both sources
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]  # -ffast-math: vectorized expf (libmvec)
 # Link the OpenMP runtime Paddle ships (Intel's libiomp5, which also serves GCC's GOMP_* entry points)
 # instead of libgomp: one thread pool with MKL's, not two pools spinning against each other (with
@@ -89,7 +90,7 @@ def build_key() -> str:
     """Hash of everything the built library depends on."""
     h = hashlib.sha256()
     sources, ldflags = _sources_and_ldflags()
-    for source in sources:
+    for source in [*sources, *HEADERS]:
         with open(source, "rb") as f:
             h.update(f.read())
     for part in (paddle.__version__, sys.version, " ".join(CFLAGS + ldflags), _cpu_flags()):

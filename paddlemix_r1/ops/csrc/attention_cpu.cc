@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "paddle/extension.h"
+#include "rows.h"
 
 extern "C" {
 // CBLAS of libmklml_intel (LP64: int dimensions). Row-major = 101, no transpose = 111, transpose = 112.
@@ -38,7 +39,6 @@ void cblas_dgemm(int layout, int trans_a, int trans_b, int m, int n, int k, doub
 namespace {
 
 constexpr int kRowMajor = 101, kN = 111, kT = 112;
-constexpr int64_t kParallelMin = 32768;   // elements; below this one thread is faster than a fork/join
 constexpr int64_t kBlockElems = 1 << 17;  // score-buffer budget (rows x segment length) when recomputing
 
 inline void Gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
@@ -89,28 +89,6 @@ template <typename T, typename TaskFn>
 void ForEachTask(const Layout& lay, int64_t scratch_elems, TaskFn task_fn) {
   std::vector<T> scratch(static_cast<size_t>(scratch_elems));
   for (int64_t t = 0; t < lay.tasks(); ++t) task_fn(t, scratch.data());
-}
-
-// Row softmax in place over (rows, n) scores; lse[i] (if not null) = max + log(sum exp) of row i.
-template <typename T>
-void SoftmaxRows(T* s, int64_t rows, int64_t n, T* lse) {
-#pragma omp parallel for schedule(static) if (rows * n >= kParallelMin)
-  for (int64_t i = 0; i < rows; ++i) {
-    T* row = s + i * n;
-    T m = row[0];
-    for (int64_t j = 1; j < n; ++j) m = row[j] > m ? row[j] : m;
-    T sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < n; ++j) {
-      const T e = std::exp(row[j] - m);
-      row[j] = e;
-      sum += e;
-    }
-    const T inv = T(1) / sum;
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) row[j] *= inv;
-    if (lse != nullptr) lse[i] = m + std::log(sum);
-  }
 }
 
 // dP (rows, n) -> dS = P (dP - rowsum(dO O)) in place; o, dout: (rows, hd) with row stride ld.
@@ -173,7 +151,7 @@ void Forward(const T* qkv, const T* cos, const T* sin, int64_t table_ld, T* qr, 
       const int64_t br = std::min(rows, len - r0);
       T* s_buf = stored ? probs + lay.prob_offset(seg, h) + r0 * len : scratch;  // (br, len) scores, then probabilities
       Gemm(kN, kT, br, len, hd, scale, qr + off + r0 * ld, ld, kr + off, ld, T(0), s_buf, len);  // (br, len)
-      SoftmaxRows(s_buf, br, len, lse + h * lay.tokens + start + r0);
+      SoftmaxRows(s_buf, s_buf, br, len, lse + h * lay.tokens + start + r0);  // in place
       Gemm(kN, kN, br, hd, len, T(1), s_buf, len, v + off_v, ldv, T(0), out + off + r0 * ld, ld);  // (br, hd)
     }
   });

@@ -20,31 +20,9 @@
 #include <vector>
 
 #include "paddle/extension.h"
+#include "rows.h"
 
 namespace {
-
-constexpr int64_t kParallelMin = 32768;  // elements; below this one thread is faster than a fork/join
-
-template <typename T>
-void SoftmaxRows(const T* x, T* y, int64_t rows, int64_t n) {
-#pragma omp parallel for schedule(static) if (rows * n >= kParallelMin)
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * n;
-    T* yr = y + r * n;
-    T m = xr[0];
-    for (int64_t i = 1; i < n; ++i) m = xr[i] > m ? xr[i] : m;
-    T s = 0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; ++i) {
-      const T e = std::exp(xr[i] - m);
-      yr[i] = e;
-      s += e;
-    }
-    const T inv = T(1) / s;
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) yr[i] *= inv;
-  }
-}
 
 template <typename T>
 void SoftmaxGradRows(const T* y, const T* dy, T* dx, int64_t rows, int64_t n) {
