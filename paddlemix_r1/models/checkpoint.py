@@ -95,9 +95,24 @@ def from_pretrained(path: str, dtype: str = "float32") -> nn.Layer:
     model = MODEL_CLASSES[config.model_type](config)
     load_state(model, path)
     if _DTYPES[dtype] != "float32":
-        model.to(dtype=_DTYPES[dtype])
+        cast_parameters(model, _DTYPES[dtype])
     model.eval()
     return model
+
+
+def cast_parameters(model: nn.Layer, dtype: str) -> None:
+    """Cast the parameters to ``dtype``; buffers (the rotary ``inv_freq`` tables) stay as they are.
+
+    ``Layer.to(dtype=...)`` casts every buffer too (nn/layer/layers.py ``_apply``): a bf16 ``inv_freq`` is off
+    by up to 1.2e-3 on Qwen2.5's text frequencies, a 1.2 rad phase error at position 1000, and every M-RoPE and
+    vision rotary table would silently carry it. HF computes and keeps them in fp32.
+    """
+    kept = {id(layer): {k: b.clone() for k, b in layer._buffers.items() if b is not None}
+            for layer in model.sublayers(include_self=True)}
+    model.to(dtype=dtype)
+    for layer in model.sublayers(include_self=True):
+        for name, buf in kept[id(layer)].items():
+            layer._buffers[name] = buf  # the original tensor, not the cast one (``to`` cast it in place)
 
 
 def _hf_state(model: nn.Layer) -> dict[str, paddle.Tensor]:

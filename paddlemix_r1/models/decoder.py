@@ -212,7 +212,14 @@ def pack_projections(decoder: nn.Layer) -> Iterator[None]:
     ((normed * w) @ W == normed @ (w[:, None] * W)), the attention scale (rotary is linear, so rotating
     scaled queries equals scaling rotated ones), and, with the eager fp32 rotary, rotate_half of q and k
     (a signed permutation of columns): the rotation is then q * cos + q_rot * sin.
-    For inference only: the packed copies do not follow weight updates and are dropped on exit."""
+    For inference only: the packed copies do not follow weight updates and are dropped on exit.
+
+    CPU only (on a GPU the block changes nothing): the fold is a CPU op-count optimisation; in bf16 it would
+    round the folded weights again (sampling from a slightly different model), the copies would cost
+    device memory next to the policy, and under stage-3 sharding the weights are not whole outside a forward."""
+    if ops.device_kind() != "cpu":
+        yield
+        return
     layers = [m for m in decoder.sublayers() if isinstance(m, DecoderLayer)]
     with paddle.no_grad():
         for layer in layers:

@@ -11,22 +11,31 @@ from paddlemix_r1.models.config import VisionConfig
 from paddlemix_r1.models.decoder import Linear
 
 
-class PatchEmbed(nn.Layer):
-    """Conv3d with stride == kernel over (T, P, P) patches, computed as one matmul.
+class PatchProjection(nn.Layer):
+    """Conv3d with stride == kernel over flattened (C, T, P, P) patches, as one matmul. ``weight`` keeps the
+    checkpoint's Conv3d shape (E, C, T, P, P). A layer of its own, called in the forward, so that hooks on
+    the layer that owns a parameter see every use of it (stage-3 sharding gathers a parameter only inside
+    its owner's forward)."""
 
-    ``proj.weight`` keeps the checkpoint's Conv3d shape (E, C, T, P, P).
-    """
+    def __init__(self, shape: list[int]):
+        super().__init__()
+        self.weight = self.create_parameter(shape)
+
+    def forward(self, pixel_values: paddle.Tensor) -> paddle.Tensor:
+        w = self.weight.reshape([self.weight.shape[0], -1])  # (E, C*T*P*P)
+        return paddle.matmul(pixel_values, w, transpose_y=True)  # (N, E)
+
+
+class PatchEmbed(nn.Layer):
+    """Patches (N, C*T*P*P) -> embeddings (N, E); the parameter is ``proj.weight`` as in the checkpoint."""
 
     def __init__(self, cfg: VisionConfig):
         super().__init__()
-        self.proj = nn.Layer()
-        shape = [cfg.embed_dim, cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size, cfg.patch_size]
-        self.proj.weight = self.proj.create_parameter(shape)
-        self.embed_dim = cfg.embed_dim
+        self.proj = PatchProjection([cfg.embed_dim, cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size,
+                                     cfg.patch_size])
 
     def forward(self, pixel_values: paddle.Tensor) -> paddle.Tensor:
-        w = self.proj.weight.reshape([self.embed_dim, -1])  # (E, C*T*P*P)
-        return paddle.matmul(pixel_values, w, transpose_y=True)  # (N, E)
+        return self.proj(pixel_values)  # (N, E)
 
 
 def vision_rotary_tables(hw: np.ndarray, inv_freq: paddle.Tensor, num_heads: int) -> tuple[paddle.Tensor, paddle.Tensor]:

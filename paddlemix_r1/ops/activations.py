@@ -7,6 +7,7 @@ import paddle.nn.functional as F
 
 from paddlemix_r1.ops import cpu_ext
 from paddlemix_r1.ops.dispatch import get, implementation, register
+from paddlemix_r1.ops.gpu_kernels import kernel
 
 
 @register("swiglu", "eager")
@@ -25,7 +26,8 @@ def swiglu_cpu_kernel(gate: paddle.Tensor, up: paddle.Tensor) -> paddle.Tensor:
 
 @register("swiglu", "fused")
 def swiglu_fused(gate: paddle.Tensor, up: paddle.Tensor | None = None) -> paddle.Tensor:
-    return F.swiglu(gate, up)
+    """Paddle's ``F.swiglu`` (one kernel); ``up`` None: silu(x1) * x2 over the halves of ``gate``."""
+    return kernel("swiglu")(gate, up)
 
 
 def swiglu(gate: paddle.Tensor, up: paddle.Tensor) -> paddle.Tensor:
@@ -36,7 +38,7 @@ def swiglu(gate: paddle.Tensor, up: paddle.Tensor) -> paddle.Tensor:
 def swiglu_packed(gate_up: paddle.Tensor) -> paddle.Tensor:
     """silu(x1) * x2 for x = [x1 | x2] along the last axis (the packed gate/up projection)."""
     if implementation("swiglu") == "fused":
-        return F.swiglu(gate_up)  # one op, no split
+        return swiglu_fused(gate_up)  # one op, no split
     gate, up = gate_up.chunk(2, axis=-1)
     return swiglu(gate, up)
 

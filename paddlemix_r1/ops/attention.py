@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import paddle
-import paddle.nn.functional as F
 
 from paddlemix_r1.ops import cpu_ext
 from paddlemix_r1.ops.broadcast import expand_to
 from paddlemix_r1.ops.dispatch import get, register
+from paddlemix_r1.ops.gpu_kernels import flash_attention_runs, kernel
 from paddlemix_r1.ops.precision import fp32_region
-from paddlemix_r1.ops.rotary import apply_rotary
+from paddlemix_r1.ops.rotary import apply_rotary, apply_rotary_eager
 from paddlemix_r1.ops.softmax import softmax
 
 NEG_INF = -1e30  # additive mask value; finite so a fully masked (pad) row stays finite
@@ -74,10 +74,24 @@ def attention_eager(
 def attention_fused(
     q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, mask: paddle.Tensor | None, scale: float
 ) -> paddle.Tensor:
-    kt, vt = k.transpose([1, 2, 0, 3]), v.transpose([1, 2, 0, 3])  # Paddle's kernel takes (B, L, H, D)
-    return F.scaled_dot_product_attention(
-        q, kt, vt, attn_mask=None if mask is None else mask.astype(q.dtype), scale=scale, training=False
-    )
+    """Paddle's ``scaled_dot_product_attention`` (GQA native, additive mask (B, 1, Lq, Lk) in q's dtype).
+
+    Two details of Paddle 3.3's sdpa.py decide whether this trains correctly and fast:
+    - ``scale``: any non-None value disables the flash branch (``check_scale_is_None``: "Paddle's FAV2 does
+      not support scale parameter"; 3.0-3.2 have no such argument at all). None means hd**-0.5; another
+      scale is folded into q.
+    - ``training``: passed to the kernels as ``is_test = not training``. The memory-efficient kernel then
+      skips writing the log-sum-exp its backward reads (memory_efficient_attention.cu), so gradients
+      would be garbage. It is True whenever gradients are recorded.
+    """
+    default = q.shape[-1] ** -0.5
+    if abs(scale / default - 1.0) > 1e-12:
+        q = q * (scale / default)
+    kt, vt = k.transpose([1, 2, 0, 3]), v.transpose([1, 2, 0, 3])  # (B, Lk, nkv, hd): Paddle's layout
+    return kernel("scaled_dot_product_attention")(
+        q, kt, vt, attn_mask=None if mask is None else mask.astype(q.dtype), dropout_p=0.0, is_causal=False,
+        training=paddle.is_grad_enabled(),
+    )  # (B, Lq, nh, hd)
 
 
 def attention(
@@ -175,12 +189,17 @@ def varlen_attention_eager(
 def varlen_attention_fused(
     q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, cu_seqlens: np.ndarray, scale: float
 ) -> paddle.Tensor:
-    from paddle.nn.functional.flash_attention import flash_attn_unpadded
-
-    cu = paddle.to_tensor(np.asarray(cu_seqlens, dtype="int32"))
+    """Paddle's ``flash_attn_unpadded`` where it runs: bfloat16/float16 (its only registered dtypes), head_dim
+    a multiple of 8 up to 256, sm8x/sm90 (``gpu_kernels.flash_attention_runs``). Anything else, float32
+    included, takes the eager path: exact, at the cost of keeping each segment's (heads, M, M) scores."""
+    dtype = str(q.dtype).replace("paddle.", "")
+    if not flash_attention_runs(dtype, q.shape[-1]):
+        return varlen_attention_eager(q, k, v, cu_seqlens, scale)
+    cu = paddle.to_tensor(np.asarray(cu_seqlens, dtype="int32"))  # (S + 1,) int32, as the kernel requires
     max_len = int(np.diff(cu_seqlens).max())
-    out, _ = flash_attn_unpadded(q, k, v, cu, cu, max_len, max_len, scale, causal=False)
-    return out
+    out, _ = kernel("flash_attn_unpadded")(q, k, v, cu, cu, max_len, max_len, scale, dropout=0.0, causal=False,
+                                           training=paddle.is_grad_enabled())
+    return out  # (N, nh, hd)
 
 
 def varlen_attention(
@@ -201,6 +220,17 @@ def vision_attention_eager(
     """
     q, k, v = paddle.unbind(qkv, axis=1)  # (N, nh, hd) each; unbind's backward is one stack, not 3 zero-fills
     q, k = apply_rotary(q.unsqueeze(0), k.unsqueeze(0), cos, sin)
+    return varlen_attention(q[0], k[0], v, cu_seqlens, scale)
+
+
+@register("vision_attention", "fused")
+def vision_attention_fused(
+    qkv: paddle.Tensor, cos: paddle.Tensor, sin: paddle.Tensor, cu_seqlens: np.ndarray, scale: float
+) -> paddle.Tensor:
+    """GPU: the rotary in fp32 by the eager path (as HF and PaddleMIX rotate the vision q/k in fp32; the fused
+    rotary kernel would round the tables to bf16), then ``varlen_attention`` (flash where it runs)."""
+    q, k, v = paddle.unbind(qkv, axis=1)  # (N, nh, hd) each
+    q, k = apply_rotary_eager(q.unsqueeze(0), k.unsqueeze(0), cos, sin)
     return varlen_attention(q[0], k[0], v, cu_seqlens, scale)
 
 

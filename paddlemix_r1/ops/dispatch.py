@@ -32,6 +32,7 @@ _CPU_CHOICE = {"linear": "gemm_grad", "rms_norm": "cpu_kernel", "layer_norm": "c
                "swiglu": "cpu_kernel", "quick_gelu": "cpu_kernel", "vision_attention": "cpu_kernel"}
 _chosen: dict[str, Callable] = {}
 _overrides: dict[str, str] = {}
+_simulated_device: list[str] = []  # set by ``simulate_device`` (ops/contracts.py: GPU dispatch on CPU)
 
 
 def register(op: str, impl: str) -> Callable[[Callable], Callable]:
@@ -47,7 +48,9 @@ def register(op: str, impl: str) -> Callable[[Callable], Callable]:
 
 
 def device_kind() -> str:
-    """'gpu' when Paddle computes on a CUDA device, else 'cpu'."""
+    """'gpu' when Paddle computes on a CUDA device (or inside ``simulate_device("gpu")``), else 'cpu'."""
+    if _simulated_device:
+        return _simulated_device[-1]
     place = paddle.get_device()
     return "gpu" if place.startswith("gpu") and paddle.is_compiled_with_cuda() else "cpu"
 
@@ -62,6 +65,16 @@ def implementation(op: str) -> str:
     if want == "cpu_kernel" and not cpu_ext.provides(op):  # cpu_ext.status() says why
         return "gemm_grad" if "gemm_grad" in impls else "eager"
     return want if want in impls else "eager"
+
+
+def implementations(op: str) -> dict[str, Callable]:
+    """Every registered implementation of ``op`` by name ("eager" is the reference)."""
+    return dict(_REGISTRY[op])
+
+
+def ops() -> list[str]:
+    """Names of every op with a dispatch entry."""
+    return sorted(_REGISTRY)
 
 
 def get(op: str) -> Callable:
@@ -86,6 +99,21 @@ def override(**impls: str) -> Iterator[None]:
     finally:
         _overrides.clear()
         _overrides.update(saved)
+        _chosen.clear()
+
+
+@contextlib.contextmanager
+def simulate_device(kind: str) -> Iterator[None]:
+    """Dispatch as on ``kind`` ("gpu" or "cpu") inside the block, whatever Paddle computes on. Used with the
+    contract doubles of ops/contracts.py, which stand in for the GPU kernels on CPU."""
+    if kind not in _DEFAULT_FOR_DEVICE:
+        raise ValueError(f"device kind must be one of {sorted(_DEFAULT_FOR_DEVICE)}, got {kind!r}")
+    _simulated_device.append(kind)
+    _chosen.clear()
+    try:
+        yield
+    finally:
+        _simulated_device.pop()
         _chosen.clear()
 
 

@@ -9,6 +9,7 @@ from paddle.autograd import PyLayer
 from paddlemix_r1.ops import cpu_ext
 from paddlemix_r1.ops.broadcast import expand_to
 from paddlemix_r1.ops.dispatch import get, register
+from paddlemix_r1.ops.gpu_kernels import kernel
 from paddlemix_r1.ops.linear import sum_rows
 from paddlemix_r1.ops.precision import fp32_region
 
@@ -67,11 +68,11 @@ def rms_norm_cpu_kernel(x: paddle.Tensor, weight: paddle.Tensor | None, eps: flo
 
 @register("rms_norm", "fused")
 def rms_norm_fused(x: paddle.Tensor, weight: paddle.Tensor | None, eps: float) -> paddle.Tensor:
-    from paddle.incubate.nn.functional import fused_rms_norm
-
+    """Paddle's fused RMSNorm (3.3: ``_C_ops.fused_rms_norm_quant``, returns (out, residual_out, inv_var)). It
+    multiplies by the weight in fp32 and rounds once, where HF rounds the normalized x first (bf16-ulp apart)."""
     if weight is None:
         return rms_norm_eager(x, None, eps)
-    out = fused_rms_norm(x, weight, None, eps, begin_norm_axis=x.ndim - 1)
+    out = kernel("fused_rms_norm")(x, weight, None, eps, begin_norm_axis=x.ndim - 1)
     return out[0] if isinstance(out, (tuple, list)) else out
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import paddle
 
 from paddlemix_r1.ops.dispatch import get, register
+from paddlemix_r1.ops.gpu_kernels import kernel
 from paddlemix_r1.ops.precision import fp32_region
 
 
@@ -117,14 +118,21 @@ def apply_rotary_eager(
 def apply_rotary_fused(
     q: paddle.Tensor, k: paddle.Tensor, cos: paddle.Tensor, sin: paddle.Tensor
 ) -> tuple[paddle.Tensor, paddle.Tensor]:
-    from paddle.incubate.nn.functional import fused_rotary_position_embedding
-
+    """Paddle's fused rotary kernel, rotate-half layout (``use_neox_rotary_style=False``), tables cast to q's
+    dtype as HF's decoder does. The kernel takes ONE table row per position for the whole batch (sin/cos
+    ``[1, seq, 1, hd]``; fused_rope_kernel.cu: "The batch_size and num_heads of sin and cos must be 1"),
+    while M-RoPE tables differ per row. Rotation is per token, so the batch is folded into the sequence:
+    q (1, B*L, nh, hd) against tables (1, B*L, 1, hd), then unfolded."""
+    b, length, nh, hd = q.shape
+    nkv = k.shape[2]
     c, s = (cos[:, :, :1], sin[:, :, :1]) if cos.ndim == 4 else (cos.unsqueeze(2), sin.unsqueeze(2))  # (B, L, 1, hd)
-    # use_neox_rotary_style=False is the rotate-half layout HF uses.
-    q_out, k_out, _ = fused_rotary_position_embedding(
-        q, k, None, sin=s.astype(q.dtype), cos=c.astype(q.dtype), use_neox_rotary_style=False
+    rows = b * length
+    c = c.reshape([1, rows, 1, hd]).astype(q.dtype)  # (1, B*L, 1, hd)
+    s = s.reshape([1, rows, 1, hd]).astype(q.dtype)
+    q_out, k_out, _ = kernel("fused_rotary_position_embedding")(
+        q.reshape([1, rows, nh, hd]), k.reshape([1, rows, nkv, hd]), None, sin=s, cos=c, use_neox_rotary_style=False
     )
-    return q_out, k_out
+    return q_out.reshape([b, length, nh, hd]), k_out.reshape([b, length, nkv, hd])
 
 
 def apply_rotary(
