@@ -7,8 +7,11 @@ setup(
     packages=find_packages(include=["paddlemix_r1", "paddlemix_r1.*"]),
     package_data={"paddlemix_r1.ops": ["csrc/*.cc", "csrc/*.h"]},  # CPU kernels, compiled on first use (ops/cpu_ext.py)
     python_requires=">=3.10",
+    # Paddle is not a hard requirement: the GPU build is the distribution "paddlepaddle-gpu", which pip does
+    # not count as "paddlepaddle", so requiring the latter would install the CPU wheel over a GPU install
+    # (both write site-packages/paddle). CPU: pip install -e ".[cpu]"; GPU: install paddlepaddle-gpu from
+    # Paddle's package index first (README, "GPU"). paddlemix_r1/__init__.py checks the version at import.
     install_requires=[
-        "paddlepaddle>=3.3.1",
         "numpy",
         "pillow",
         "pyyaml",
@@ -21,6 +24,7 @@ setup(
         "pyarrow",
     ],
     extras_require={
+        "cpu": ["paddlepaddle>=3.3.1"],
         "test": [
             "pytest",
             "hypothesis",

@@ -16,7 +16,7 @@ non-zero. A step is the wall time between the ends of consecutive optimizer step
 rollout, rewards, reference log-probs, update, logging); one warm-up step is dropped.
 
 Each side runs in its own subprocess with the same thread count (Paddle also gets
-MKL_DEBUG_CPU_TYPE=5, DESIGN.md §6); the checkpoint and the PNG images are built once by a
+MKL_DEBUG_CPU_TYPE=5 on AMD CPUs, DESIGN.md §6); the checkpoint and the PNG images are built once by a
 ``--side make`` subprocess. torch and TRL are never imported in the Paddle process.
 Each side's line ends with how many cores other processes kept busy meanwhile: on a shared machine
 torch's step time grows several-fold while another process holds a core, so trust runs near 0.
