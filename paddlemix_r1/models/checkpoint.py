@@ -123,6 +123,8 @@ def _hf_state(model: nn.Layer) -> dict[str, paddle.Tensor]:
         if tied and name == "lm_head.weight":
             continue
         t = p.detach()
+        if not t.place.is_cpu_place():
+            t = t.cpu()  # one tensor at a time to host: no device copy of every transposed weight at once
         out[name] = (t.T if name in linear else t).contiguous()
     return out
 
