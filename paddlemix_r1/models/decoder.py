@@ -279,8 +279,11 @@ class Decoder(nn.Layer):
         self.recompute = False
 
     def rope_tables(self, position_ids: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
-        """M-RoPE cos/sin for position_ids (3, B, L), expanded for q and k heads: (B, L, nh + nkv, hd)."""
+        """M-RoPE cos/sin for position_ids (3, B, L): on CPU expanded for q and k heads, (B, L, nh + nkv, hd)
+        (see ``ops.expand_tables``); elsewhere (B, L, hd), as the GPU kernels broadcast over heads themselves."""
         cos, sin = ops.mrope_cos_sin(position_ids, self.inv_freq, self.cfg.mrope_section)  # (B, L, hd)
+        if ops.device_kind() != "cpu":
+            return cos, sin
         heads = self.cfg.num_attention_heads + self.cfg.num_key_value_heads
         return ops.expand_tables(cos, sin, heads)  # shared by all layers
 
@@ -293,7 +296,7 @@ class Decoder(nn.Layer):
         ``rope``: ``rope_tables(position_ids)`` computed beforehand (the rollout makes all decode steps'
         tables at once); position_ids is then unused.
         """
-        cos, sin = self.rope_tables(position_ids) if rope is None else rope  # (B, L, nh + nkv, hd)
+        cos, sin = self.rope_tables(position_ids) if rope is None else rope  # (B, L, [nh + nkv,] hd)
         if cache is not None:
             mask = cache.step_mask(attention_mask, embeds.shape[1])  # (B, 1, L, K) (grouped: see GroupedKVCache)
         else:
