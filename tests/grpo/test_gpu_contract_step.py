@@ -12,6 +12,10 @@ from paddlemix_r1.grpo.config import GRPOConfig
 from paddlemix_r1.grpo.trainer import GRPOTrainer
 from paddlemix_r1.models import build_tiny_checkpoint, from_pretrained
 from paddlemix_r1.ops import contracts
+from paddlemix_r1.rewards import list_rewards, register_reward
+
+if "test_gpu_text_length" not in list_rewards():  # differs between samples: every group has an advantage
+    register_reward("test_gpu_text_length", lambda completions, **_: [len(c) / 100 for c in completions])
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +26,7 @@ def tiny(tmp_path_factory):
 def _step(tiny, out, **kw):
     cfg = GRPOConfig(model_name_or_path=tiny, output_dir=str(out), prompts_per_step=2, num_generations=3,
                      max_completion_length=6, num_train_samples=4, learning_rate=1e-3, beta=0.04,
-                     reward_funcs=["format"], visualdl=False, progress_bar=False, log_completions_steps=0,
+                     reward_funcs=["test_gpu_text_length"], visualdl=False, progress_bar=False, log_completions_steps=0,
                      max_steps=1, seed=5, num_iterations=2, **kw)
     trainer = GRPOTrainer(cfg)
     history = trainer.train(num_steps=1)
