@@ -100,17 +100,17 @@ def apply_rotary_eager(
     (B, L, nh + nkv, hd). Rotation in fp32; q and k are rotated together (one concat along heads),
     rotate_half as a matmul.
     """
-    nh = q.shape[2]
+    nh, dtype = q.shape[2], q.dtype
     with fp32_region():
         c, s = (cos, sin) if cos.ndim == 4 else (cos.unsqueeze(2), sin.unsqueeze(2))  # (B, L, H or 1, hd)
+        if q.dtype != paddle.float32:  # cast before the concat: bf16 concat has no CPU gradient kernel
+            q, k = q.astype("float32"), k.astype("float32")
         qk = paddle.concat([q, k], axis=2)  # (B, L, nh + nkv, hd)
-        if qk.dtype != paddle.float32:
-            qk = qk.astype("float32")
         out = qk * c + paddle.matmul(qk, rotate_half_matrix(qk.shape[-1])) * s
         # split, not slices: a slice's backward fills a zero tensor of the full size per slice
         q_out, k_out = paddle.split(out, [nh, out.shape[2] - nh], axis=2)
-    if q.dtype != paddle.float32:
-        q_out, k_out = q_out.astype(q.dtype), k_out.astype(k.dtype)
+    if dtype != paddle.float32:
+        q_out, k_out = q_out.astype(dtype), k_out.astype(dtype)
     return q_out, k_out
 
 
