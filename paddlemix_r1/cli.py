@@ -4,6 +4,7 @@
     paddlemix-r1 tiny-checkpoint --out D [--family qwen2_5_vl]         # build a tiny random checkpoint
     paddlemix-r1 train --config configs/tiny_cpu.yaml [key=value ...]  # GRPO training
     paddlemix-r1 demo [--output_dir D] [--smoke]                       # the whole pipeline on CPU, minutes
+    paddlemix-r1 doctor [--report doctor_report.json] [--contracts]    # check this machine (run it first)
 """
 
 from __future__ import annotations
@@ -100,6 +101,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from paddlemix_r1.doctor import run
+
+    return run(report=args.report, contracts=args.contracts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="paddlemix-r1", description="GRPO for Qwen2-VL / Qwen2.5-VL in PaddlePaddle")
     sub = p.add_subparsers(dest="command", required=True)
@@ -127,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--output_dir", default=os.path.join("outputs", "demo"))
     d.add_argument("--smoke", action="store_true", help="a short run (CI)")
     d.set_defaults(fn=cmd_demo)
+
+    dr = sub.add_parser("doctor", help="check this machine: build, CPU, kernels; on GPU kernel parity, a GRPO step, "
+                                       "memory (writes doctor_report.json)")
+    from paddlemix_r1.doctor import add_arguments as add_doctor_arguments
+
+    add_doctor_arguments(dr)
+    dr.set_defaults(fn=cmd_doctor)
 
     t = sub.add_parser("tiny-checkpoint", help="build a tiny random checkpoint (no downloads)")
     t.add_argument("--out", required=True)
