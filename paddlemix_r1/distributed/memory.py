@@ -81,7 +81,8 @@ UNVERIFIED = (
     "and its outputs; repeat_interleave keeps its input (measured on CPU, Paddle 3.3.1)",
     "a parameter gradient computed in the backward is a fresh tensor until it is added to .grad (one at a time)",
     "the vision tower (not recomputed) rotates q/k in fp32 (the eager rotary keeps the fp32 q/k and their "
-    "rotate-half product) and runs flash_attn_unpadded in bf16",
+    "rotate-half product) and, with a bf16 policy, runs flash_attn_unpadded (an fp32 policy takes the exact "
+    "eager attention, which keeps each image's or window's (heads, M, M) fp32 scores; not in these tables)",
     "the LM-head backward (ops/logprobs.py) peaks at the weight-gradient add: fp32 V x H accumulator, the bf16 "
     "V x H product and its fp32 cast, plus the chunk's logits, their gradient and a contiguous copy of its transpose",
     "stage 3 working set: at most one gathered full parameter, its full gradient before the all-reduce and "
