@@ -81,6 +81,23 @@ def all_true(flag: bool, tag: str = "all_true") -> bool:
     return round(all_reduce_sum(float(bool(flag)), tag)) == env.world_size
 
 
+def all_true_unguarded(flag: bool) -> bool:
+    """``all_true`` without a sync point: one all-reduce of a scalar, no store traffic.
+
+    For a decision taken at every step of a loop whose steps issue collectives of their own anyway
+    (the stage-3 decode loop all-gathers parameters in every forward, unguarded): a sync point per step
+    would add store round trips to every token and leave about 2 * world + 1 keys per step in the job's
+    store for the rest of the run. A rank that is stuck or gone leaves its peers waiting in the
+    backend's collective (its timeout), as it would in the loop's own all-gathers.
+    """
+    env = get_env()
+    if not env.is_distributed:
+        return bool(flag)
+    not_done = paddle.to_tensor([0 if flag else 1], dtype="int64")  # (1,) ranks whose flag is False
+    _dist().all_reduce(not_done)
+    return int(not_done.numpy()[0]) == 0
+
+
 def reduce_metrics(metrics: dict[str, float], tag: str = "metrics",
                    max_prefixes: Sequence[str] = ("time/",)) -> dict[str, float]:
     """Metrics averaged over ranks (keys starting with one of ``max_prefixes``: the maximum).

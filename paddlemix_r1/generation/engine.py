@@ -3,12 +3,14 @@ prompt are then decoded in one batch over a cache that holds the prompt's keys/v
 (``GroupedKVCache``) and each completion's own tokens per row.
 
 Steps are small and pure in the gpt-fast manner: ``prefill`` -> ``decode_one_token`` in a loop that
-stops when every row has emitted ``eos_token_id``.
+stops when every row has emitted ``eos_token_id`` (or when the caller's ``stop_condition`` says so:
+several ranks that must decode in lockstep, see ``generate``).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import paddle
@@ -98,21 +100,32 @@ def generate(
     eos_token_id: int | list[int] | None = None,
     pad_token_id: int = 0,
     seed: int | None = None,
+    stop_condition: Callable[[paddle.Tensor], bool] | None = None,
+    pack_weights: bool = True,
 ) -> GenerationOutput:
     """Generate ``num_return_sequences`` completions for each prompt of ``batch``.
 
     batch: input_ids (B, L) left-padded, attention_mask (B, L), and optionally pixel_values (N, D) +
     image_grid_thw (n, 3) (and the video equivalents). Rows stop at ``eos_token_id``; the loop ends
-    when all rows have stopped or after ``max_new_tokens``.
+    after ``max_new_tokens`` or, with an ``eos_token_id``, when ``stop_condition(done)`` is true after a
+    step: ``done`` (N,) bool marks the rows that have emitted eos. The default is ``done.all()``, a
+    decision of this process alone. Ranks whose decode steps issue collectives (sharding stage 3
+    gathers parameters in every forward) pass a condition that all ranks evaluate together at every
+    step, so they all run the same number of steps; finished rows keep decoding and become padding.
+    ``pack_weights``: decode with ``pack_projections`` (weights read and concatenated outside the
+    layers' forwards); False where parameters are only whole inside their own layers' forwards
+    (sharding stage 3).
     """
     g = num_return_sequences
     if max_new_tokens < 1 or g < 1:
         raise ValueError(f"max_new_tokens and num_return_sequences must be >= 1, got {max_new_tokens} and {g}")
     eos = [] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
+    stop = _all_rows_done if stop_condition is None else stop_condition
     was_training = model.training
     model.eval()
     try:
-        with _seeded(seed), pack_projections(model.model):
+        packed = pack_projections(model.model) if pack_weights else contextlib.nullcontext()
+        with _seeded(seed), packed:
             logits, prompt_cache, prompt_pos, deltas = prefill(model, batch, 0)
             prompt_mask = batch["attention_mask"].astype("int64")
             # group prefix sharing: the prompt's keys/values stay once per prompt, not G times
@@ -139,8 +152,8 @@ def generate(
                 tokens.append(tok)
                 logps.append(lp)
                 if eos_t is not None:
-                    done = done | (tok.unsqueeze(-1) == eos_t).any(axis=-1)
-                    if bool(done.all()):
+                    done = done | (tok.unsqueeze(-1) == eos_t).any(axis=-1)  # (N,)
+                    if stop(done):
                         break
     finally:
         model.train(was_training)
@@ -158,6 +171,11 @@ def generate(
         attention_mask=paddle.concat([prompt_mask, completion_mask], axis=1),
         position_ids=paddle.concat([prompt_pos, comp_pos[:, :, :t]], axis=2),
     )
+
+
+def _all_rows_done(done: paddle.Tensor) -> bool:
+    """The default stop condition: every row of this process has emitted eos."""
+    return bool(done.all())
 
 
 def _completion_mask(completion: paddle.Tensor, eos: list[int], t: int) -> paddle.Tensor:

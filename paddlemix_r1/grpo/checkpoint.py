@@ -109,15 +109,24 @@ def save_checkpoint(output_dir: str, step: int, model, optimizer, scheduler, tra
     return final
 
 
-def load_checkpoint(path: str, model, optimizer, scheduler, optimizer_shard: int | None = None) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and Paddle's RNG; return the trainer state dict.
+def load_weights(path: str, model) -> None:
+    """The policy's weights of checkpoint ``path`` (its ``model/`` directory) into ``model``.
 
-    ``optimizer_shard``: the rank whose optimizer shard to load (sharded runs); None loads the
-    whole optimizer state of an unsharded run.
+    Call it before the model is wrapped for sharding: under stage 3 a value set on a parameter after
+    wrapping does not reach the partition the optimizer and the forward gathers use (Paddle's
+    group_sharded_stage3.py keeps it in ``param.fw_storage``; ``_param_storage`` clears the parameter).
     """
     from paddlemix_r1.models.checkpoint import load_state
 
     load_state(model, os.path.join(path, "model"))
+
+
+def load_training_state(path: str, model, optimizer, scheduler, optimizer_shard: int | None = None) -> dict[str, Any]:
+    """Restore optimizer, scheduler and Paddle's RNG; return the trainer state dict (weights: ``load_weights``).
+
+    ``optimizer_shard``: the rank whose optimizer shard to load (sharded runs, after wrapping); None
+    loads the whole optimizer state of an unsharded run. ``model`` only supplies parameter names.
+    """
     names = {p.name: n for n, p in model.named_parameters()}
     if optimizer_shard is None:
         opt_file = os.path.join(path, "optimizer.pdopt")

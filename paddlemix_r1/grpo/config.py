@@ -20,6 +20,14 @@ DEFAULT_TEMPLATES = {
 }
 
 
+# Why dtype float16 is refused (policy and reference).
+_FLOAT16_REASON = (
+    "use bfloat16 (GPU) or float32. Paddle's GPU repeat_interleave kernel (repeat_interleave_kernel.cu) is "
+    "registered for float32, float64, int32, int64 and bfloat16 only, and the rollout and the shared-prefix "
+    "pass repeat tensors per completion; and fp16 training needs loss scaling, while the trainer (and its "
+    "group-sharded runs, built without a GradScaler) has none.")
+
+
 def _coerce_number(name: str, value: Any, annotation: Any, source: str) -> Any:
     """YAML reads 1e-6 (no dot) as a string; numbers for float fields are converted, with a clear error."""
     allowed = typing.get_args(annotation) or (annotation,)
@@ -39,7 +47,8 @@ class GRPOConfig:
     tiny_family: str = "qwen2_5_vl"
     """Family of the "tiny" model: qwen2_vl or qwen2_5_vl."""
     dtype: str = "float32"
-    """Training dtype of the policy: float32 on CPU; bfloat16 on GPU keeps fp32 master weights."""
+    """Training dtype of the policy: float32 on CPU; bfloat16 on GPU keeps fp32 master weights. float16 is
+    refused (see ``_FLOAT16_REASON``)."""
     freeze_vision: bool = False
     """Keep the vision tower (and merger) fixed: no gradients, excluded from the optimizer."""
     gradient_checkpointing: bool = False
@@ -139,9 +148,11 @@ class GRPOConfig:
     """0: plain data parallelism (gradients all-reduced). GPU only: 1 shards the optimizer state, 2 also
     the gradients, 3 also the parameters (Paddle's group_sharded_parallel)."""
     sharding_offload: bool = False
-    """GPU only, with sharding: keep the sharded optimizer state in host memory."""
+    """GPU only, with sharding_stage=3: keep the sharded optimizer state in host memory (Paddle's stage 1/2
+    offload supports fp16 parameters only)."""
     ref_model_dtype: str | None = None
-    """dtype of the reference model; None: the policy's dtype. "bfloat16" halves it next to an fp32 policy (GPU)."""
+    """dtype of the reference model; None: the policy's dtype. "bfloat16" halves it next to an fp32 policy (GPU).
+    float16 is refused."""
     ref_model_offload: bool = False
     """GPU only: keep the reference model in host memory, moving it to the GPU for its pass only."""
 
@@ -161,6 +172,14 @@ class GRPOConfig:
             raise ValueError(f"device must be auto, cpu or gpu, got {self.device!r}")
         if self.sharding_stage not in (0, 1, 2, 3):
             raise ValueError(f"sharding_stage must be 0, 1, 2 or 3, got {self.sharding_stage}")
+        for name in ("dtype", "ref_model_dtype"):
+            if getattr(self, name) in ("float16", "fp16"):
+                raise ValueError(f"{name}={getattr(self, name)!r} is not supported: {_FLOAT16_REASON}")
+        if self.sharding_offload and self.sharding_stage != 3:
+            raise ValueError(
+                f"sharding_offload=true needs sharding_stage=3 (got sharding_stage={self.sharding_stage}): at "
+                "stages 1/2 Paddle's GroupShardedOptimizerStage2(offload=True) asserts fp16 parameters "
+                "(group_sharded_optimizer_stage2.py), and stage 0 has no sharded state to offload.")
         if self.sync_timeout <= 0:
             raise ValueError(f"sync_timeout must be > 0 seconds, got {self.sync_timeout}")
         for name in ("num_generations", "prompts_per_step", "max_steps", "num_iterations", "steps_per_generation"):

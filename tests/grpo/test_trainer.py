@@ -7,6 +7,7 @@ import glob
 import os
 
 import numpy as np
+import paddle
 import pytest
 
 from paddlemix_r1.data.synthetic import counting_rows
@@ -32,9 +33,9 @@ def text_length(completions, **_):
     return [len(text) / 100 for text in completions]
 
 
-if "test_digit_fraction" not in list_rewards():
-    register_reward("test_digit_fraction", digit_fraction)
-    register_reward("test_text_length", text_length)
+for _name, _fn in (("test_digit_fraction", digit_fraction), ("test_text_length", text_length)):
+    if _name not in list_rewards():
+        register_reward(_name, _fn)
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +202,84 @@ def test_shared_prefix_logprobs_and_gradients_equal_full_forward(tiny, recompute
     assert g_s.keys() == g_f.keys() and any(n.startswith("visual.") for n in g_s)
     for n in g_f:
         np.testing.assert_allclose(g_s[n], g_f[n], rtol=1e-3, atol=1e-5, err_msg=n)
+
+
+def test_gradient_checkpointing_recomputes_and_gives_the_same_step(tiny, tmp_path, monkeypatch):
+    """B10: from_pretrained returns eval mode and Decoder recomputes only ``if self.recompute and
+    self.training``: the policy must be in train mode for its gradient pass (and in eval mode for
+    rollouts and no-grad passes; the reference always). Recompute changes memory, not numbers."""
+    import paddle.distributed.fleet.utils as fleet_utils
+
+    real_recompute = fleet_utils.recompute
+    calls = {"n": 0}
+
+    def counting_recompute(*args, **kwargs):
+        calls["n"] += 1
+        return real_recompute(*args, **kwargs)
+
+    modes = []
+    real_logprobs, real_generate = trainer_mod.completion_logprobs, trainer_mod.generate
+
+    def recording_logprobs(model, *args, **kwargs):
+        modes.append(("logprobs", paddle.is_grad_enabled(), model.training))
+        return real_logprobs(model, *args, **kwargs)
+
+    def recording_generate(model, *args, **kwargs):
+        modes.append(("generate", paddle.is_grad_enabled(), model.training))
+        return real_generate(model, *args, **kwargs)
+
+    monkeypatch.setattr(fleet_utils, "recompute", counting_recompute)
+    monkeypatch.setattr(trainer_mod, "completion_logprobs", recording_logprobs)
+    monkeypatch.setattr(trainer_mod, "generate", recording_generate)
+    kw = dict(max_steps=1, adam_epsilon=1e-4, steps_per_generation=1, num_iterations=2)
+    plain = GRPOTrainer(_cfg(tiny, tmp_path / "plain", **kw))
+    plain.train()
+    assert calls["n"] == 0
+    ckpt = GRPOTrainer(_cfg(tiny, tmp_path / "ckpt", gradient_checkpointing=True, **kw))
+    assert not ckpt.ref_model.training
+    ckpt.train()
+    assert calls["n"] > 0
+    # per run: generate (no grad), old log-probs (no grad), reference log-probs (no grad), policy pass (grad)
+    assert modes[:4] == [("generate", False, False), ("logprobs", False, False), ("logprobs", False, False),
+                         ("logprobs", True, True)]
+    assert modes[4:] == modes[:4]
+    want = _params(plain.model)
+    got = _params(ckpt.model)
+    for n in want:
+        np.testing.assert_allclose(got[n], want[n], atol=1e-6, rtol=0, err_msg=n)
+
+
+def test_grad_norm_keeps_one_fp32_copy_alive(monkeypatch):
+    """B12: the norm of bf16 gradients casts one gradient at a time (a list of fp32 copies of every
+    gradient costs 4 bytes per parameter at once)."""
+    import types
+    import weakref
+
+    real_astype = paddle.Tensor.astype
+    copies: list = []
+    alive_at_cast: list[int] = []
+
+    def tracking_astype(self, dtype):
+        alive_at_cast.append(sum(r() is not None for r in copies))
+        out = real_astype(self, dtype)
+        copies.append(weakref.ref(out))
+        return out
+
+    grads = [paddle.full([64, 32], float(i + 1)).astype("bfloat16") for i in range(6)]
+    holder = types.SimpleNamespace(params=[types.SimpleNamespace(grad=g) for g in grads])
+    monkeypatch.setattr(paddle.Tensor, "astype", tracking_astype)
+    norm = GRPOTrainer._grad_norm(holder)
+    monkeypatch.undo()
+    assert len(alive_at_cast) == len(grads)
+    assert max(alive_at_cast) == 0, alive_at_cast  # no earlier copy alive when the next is made
+    expected = float(np.sqrt(sum(64 * 32 * (i + 1) ** 2 for i in range(6))))
+    assert norm == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("field_name", ["dtype", "ref_model_dtype"])
+@pytest.mark.parametrize("value", ["float16", "fp16"])
+def test_config_refuses_float16(field_name, value):
+    """R11: Paddle's GPU repeat_interleave has no fp16 kernel, and group-sharded runs have no GradScaler."""
+    with pytest.raises(ValueError, match=rf"{field_name}={value!r}[\s\S]*repeat_interleave[\s\S]*GradScaler"):
+        GRPOConfig(**{field_name: value})
+    GRPOConfig(**{field_name: "bfloat16"})
