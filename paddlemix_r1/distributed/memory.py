@@ -38,8 +38,8 @@ saved tensors S and its forward/backward moments), for a pass with t tokens per 
                                                     its recompute + backward
   both:           + the vision tower's saved activations (never recomputed) + the LM head's input, and the largest
                   of: LM-head backward (fp32 V x H accumulator ...), one layer's backward, the vision backward.
-The gradient pass shares each prompt's decoder pass among its G completions, except under recompute at stages 1/2,
-where the trainer runs the plain forward over every row's prompt + completion (``shares_prompt``).
+The gradient pass shares each prompt's decoder pass among its G completions (``shares_prompt``) at every stage:
+the decoder's non-reentrant recompute completes each gradient once per backward, as stage 2's reduce hooks need.
 
 Transient memory, by phase of a step; the total of a row is the largest phase:
   startup          the policy built in fp32 then cast (from_pretrained), and the GPU reference the same way
@@ -446,7 +446,7 @@ class Workload:
     temperature: float = 1.0
     sharding_offload: bool = False
     ranks_per_node: int = 8
-    shared_prefix: bool | None = None  # None: as the trainer decides per stage (``shares_prompt``)
+    shared_prefix: bool | None = None  # None: as the trainer does (``shares_prompt``); False prices the plain forward
     # What the current code does. The reference is built in fp32 before its cast (models/checkpoint.py
     # from_pretrained: True). _hf_state moves each tensor to the host before transposing it (False; True prices the
     # audited code, whose .T.contiguous() copies of every linear weight sat on the device at once, audit R4(d)).
@@ -512,13 +512,11 @@ def vision_memory(a: Architecture, patches: int, dtype_bytes: int = 2) -> dict[s
 
 
 def shares_prompt(w: Workload, stage: int = 0) -> bool:
-    """Whether the policy's gradient pass computes each prompt once for its G completions (``shared_prefix``).
-    Unless ``w.shared_prefix`` says, what the trainer does: the plain forward (each prompt recomputed in all G rows)
-    under recompute at stages 1/2, where the shared pass would call each layer twice per wrapper forward and
-    Paddle's stage-2 hooks reduce a gradient only once (grpo/trainer.py ``shared_prefix_grad_pass``)."""
-    if w.shared_prefix is not None:
-        return w.shared_prefix
-    return not (w.recompute and stage in (1, 2))
+    """Whether the policy's gradient pass computes each prompt once for its G completions (``shared_prefix``):
+    what the trainer does at every stage, unless ``w.shared_prefix`` says otherwise. ``stage`` is kept for callers
+    that price a stage-specific choice."""
+    del stage
+    return True if w.shared_prefix is None else w.shared_prefix
 
 
 def activation_terms(a: Architecture, w: Workload, stage: int = 0) -> dict[str, int]:
@@ -531,7 +529,7 @@ def activation_terms(a: Architecture, w: Workload, stage: int = 0) -> dict[str, 
     reads), and one layer at a time holds its full activations; without, every layer keeps
     ``decoder_layer_memory(...).saved``. The vision tower runs once per prompt either way and is not recomputed."""
     b = w.dtype_bytes
-    h, nh, nkv, hd, layers = a.hidden_size, a.num_heads, a.num_kv_heads, a.head_dim, a.num_layers
+    h, nkv, hd, layers = a.hidden_size, a.num_kv_heads, a.head_dim, a.num_layers
     dkv = nkv * hd
     bp, n, length, t = w.prompts, w.sequences, w.prompt_tokens, w.completion_tokens
     _ = w.group_size  # validates sequences / prompts
@@ -546,8 +544,8 @@ def activation_terms(a: Architecture, w: Workload, stage: int = 0) -> dict[str, 
             return (layers + 1) * tokens * h * b + layers * extra_per_layer + 4 * tokens
         return layers * (layer.saved_bytes + tokens * h * b) + tokens * h * b + 4 * tokens
 
-    def tables(rws: int, q_len: int, k_len: int) -> int:  # fp32 rotary tables (expanded over heads) and mask
-        return 2 * rws * q_len * (nh + nkv) * hd * 4 + 4 * rws * q_len * k_len
+    def tables(rws: int, q_len: int, k_len: int) -> int:  # fp32 rotary cos/sin (not expanded on GPU) and mask
+        return 2 * rws * q_len * hd * 4 + 4 * rws * q_len * k_len
 
     if shares_prompt(w, stage):
         tp, tc = bp * length, n * t

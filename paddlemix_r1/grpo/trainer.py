@@ -146,14 +146,6 @@ class GRPOTrainer:
                 self.model, self.optimizer, cfg.sharding_stage, env, offload=cfg.sharding_offload)
             if cfg.sharding_stage == 3:
                 self.rollout_model = self.train_model
-        # Stages 1/2 reduce a gradient once per wrapper forward, when its backward hook first fires
-        # (group_sharded_stage2.py: _get_reduce_fn, _grad_reduced). Reentrant recompute completes a layer's
-        # gradients once per recomputed call (fleet/recompute/recompute.py: RecomputeFunction.backward runs
-        # its own paddle.autograd.backward), and the shared-prefix pass calls every decoder layer twice
-        # (prompt, then completions): the second part would never be reduced. The plain forward calls each
-        # layer once and gives the same numbers (tests/grpo/test_trainer.py), at the cost of computing each
-        # prompt G times in the gradient pass.
-        self.shared_prefix_grad_pass = not (cfg.gradient_checkpointing and cfg.sharding_stage in (1, 2))
         self.dataset = dataset if dataset is not None else load_dataset(cfg)
         self.sampler = PromptSampler(len(self.dataset), cfg.seed, num_replicas=env.world_size, rank=env.rank)
         self.reward = WeightedReward(dict(zip(cfg.reward_funcs, cfg.reward_weights)))
@@ -366,7 +358,7 @@ class GRPOTrainer:
         finite = True
         for i, mb in enumerate(micro):
             logps, ent = completion_logprobs(self.train_model, mb.inputs, cfg.temperature, cfg.logprob_chunk_size,
-                                             with_entropy=True, shared_prefix=self.shared_prefix_grad_pass)
+                                             with_entropy=True)
             loss, m = grpo_loss(logps, mb.old_logps, mb.ref_logps, mb.advantages, mb.completion_mask,
                                 loss_type=cfg.loss_type, epsilon_low=cfg.epsilon_low, epsilon_high=cfg.epsilon_high,
                                 beta=cfg.beta, max_completion_length=cfg.max_completion_length,

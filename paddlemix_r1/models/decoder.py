@@ -308,7 +308,11 @@ class Decoder(nn.Layer):
             if self.recompute and self.training:
                 from paddle.distributed.fleet.utils import recompute
 
-                out = recompute(layer, x, cos, sin, mask, None, i, pk, pv, return_kv)
+                # Non-reentrant: the recomputed forward runs inside the one backward, so each parameter's gradient
+                # is complete when its hook fires (a layer runs twice in the shared-prefix pass; reentrant
+                # recompute's nested backward per call would complete it in parts, and Paddle's stage-2 wrapper
+                # reduces a gradient once: group_sharded_stage2.py _get_reduce_fn).
+                out = recompute(layer, x, cos, sin, mask, None, i, pk, pv, return_kv, use_reentrant=False)
             else:
                 out = layer(x, cos, sin, mask, cache, i, pk, pv, return_kv)
             if return_kv:

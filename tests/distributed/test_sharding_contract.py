@@ -166,20 +166,50 @@ def test_sharding_double_stage2_reduces_only_passes_through_its_forward(tiny_ckp
     assert any(not np.array_equal(before[n], p.numpy()) for n, p in model.named_parameters())
 
 
-def test_sharding_double_stage2_catches_a_layer_recomputed_twice_in_one_pass(tiny_ckpt):
-    """Reentrant recompute runs one nested backward per recomputed call, so a decoder layer called twice
-    in the shared-prefix pass completes its gradient twice; stage 2 reduces only the first part. The
-    trainer therefore takes the plain forward for stage 1/2 gradient passes with recompute."""
+class _TwoCalls(nn.Layer):
+    """Calls one child twice in a forward, each call under recompute (the shared-prefix pass's pattern:
+    every decoder layer runs for the prompt, then for the completions)."""
+
+    def __init__(self):
+        super().__init__()
+        self.child = nn.Linear(8, 8)
+
+    def forward(self, x, use_reentrant: bool):
+        from paddle.distributed.fleet.utils import recompute
+
+        h = recompute(self.child, x, use_reentrant=use_reentrant)
+        return recompute(self.child, h, use_reentrant=use_reentrant)
+
+
+def test_sharding_double_stage2_catches_gradients_completed_after_their_reduce():
+    """Reentrant recompute runs one nested backward per recomputed call, so a layer called twice completes
+    its gradient twice and stage 2 reduces only the first part; the decoder's non-reentrant recompute
+    completes each gradient once per backward."""
+    x = paddle.randn([2, 8])
+    x.stop_gradient = False  # reentrant recompute gives the parameters no gradient when no input needs one
+    with sharding_contract.installed():
+        from paddle.distributed.sharding import group_sharded_parallel
+
+        layer = _TwoCalls()
+        sharded, opt, _ = group_sharded_parallel(layer, _adamw(layer), "os_g")
+        sharded.train()
+        sharded(x, use_reentrant=True).sum().backward()
+        with pytest.raises(ShardingContractError, match="completed after the parameter's reduce"):
+            opt.step()
+        opt.clear_grad()
+        sharded(x, use_reentrant=False).sum().backward()
+        opt.step()
+
+
+def test_shared_prefix_pass_with_recompute_is_fully_reduced_at_stage2(tiny_ckpt):
+    """The decoder layers run twice in the shared-prefix pass (prompt, completions); with the decoder's
+    non-reentrant recompute every gradient is still reduced once, after it is complete."""
     model, inp, _, _ = _tiny_batch(tiny_ckpt)
     with sharding_contract.installed():
         sharded, opt = sharding.shard_model_and_optimizer(model, _adamw(model), 2, get_env())
         sharded.train()
         model.model.recompute = True
         completion_logprobs(sharded, inp, 1.0).sum().backward()
-        with pytest.raises(ShardingContractError, match="completed after the parameter's reduce"):
-            opt.step()
-        opt.clear_grad()
-        completion_logprobs(sharded, inp, 1.0, shared_prefix=False).sum().backward()
         opt.step()
 
 
@@ -262,9 +292,8 @@ def test_sharded_trainer_step_equals_stage0(tiny_ckpt, tmp_path, stage0, stage):
 @pytest.mark.parametrize("stage", [2, 3])
 def test_sharded_gradient_checkpointing_equals_stage0(tiny_ckpt, tmp_path, stage0, stage):
     """Recompute re-runs each decoder layer inside the backward: stage 3 gathers its parameters again
-    there, and stages 1/2 take the plain forward (see the recompute test above)."""
+    there, and stage 2 reduces each gradient once, complete."""
     tr = _train(tiny_ckpt, tmp_path, stage, gradient_checkpointing=True)
-    assert tr.shared_prefix_grad_pass == (stage == 3)
     got = _params(tr.model)
     for n in stage0:
         np.testing.assert_allclose(got[n], stage0[n], atol=1e-6, rtol=0, err_msg=n)
