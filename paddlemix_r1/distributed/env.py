@@ -84,6 +84,13 @@ def _select_device(device: str, rank: int, local_rank: int) -> str:
     return f"gpu:{gpu}"
 
 
+def process_group_timeout_ms(sync_timeout: float) -> str:
+    """``PADDLE_PG_TIMEOUT`` (milliseconds; Paddle's default 30 min, parallel.py) from the job's ``sync_timeout``
+    plus a minute: collectives that our sync points do not guard (stage-2 reduce hooks, stage-3 all-gathers, the
+    sharded clip's all-reduce) then time out about when a sync point would. A value the user exported wins."""
+    return str(int((sync_timeout + 60.0) * 1000))
+
+
 def init_distributed(device: str = "auto", sync_timeout: float = DEFAULT_SYNC_TIMEOUT) -> DistEnv:
     """Start this process's part of the job (idempotent: later calls return the first result).
 
@@ -110,6 +117,7 @@ def init_distributed(device: str = "auto", sync_timeout: float = DEFAULT_SYNC_TI
             os.environ["PADDLE_DISTRI_BACKEND"] = "gloo"
         import paddle.distributed as dist
 
+        os.environ.setdefault("PADDLE_PG_TIMEOUT", process_group_timeout_ms(sync_timeout))
         dist.init_parallel_env()
         if dist.get_rank() != rank or dist.get_world_size() != world:
             raise RuntimeError(f"process group says rank {dist.get_rank()}/{dist.get_world_size()}, "

@@ -395,7 +395,8 @@ def test_sharded_nonfinite_loss_is_agreed_before_backward(tiny_ckpt, tmp_path, m
 
 
 def test_distributed_all_true_unguarded_on_two_ranks(tmp_path):
-    """The collective stop decision on a 2-process gloo job: True only if every rank's flag is True."""
+    """The collective stop decision on a 2-process gloo job: True only if every rank's flag is True. Also:
+    the process group's own timeout (PADDLE_PG_TIMEOUT, ms) follows sync_timeout (audit R6)."""
     from launching import check, launch
 
     script = tmp_path / "all_true.py"
@@ -404,6 +405,7 @@ def test_distributed_all_true_unguarded_on_two_ranks(tmp_path):
         "env = init_distributed('cpu', 60.0)\n"
         "got = [all_true_unguarded(True), all_true_unguarded(env.rank == 0), all_true_unguarded(False)]\n"
         "assert got == [True, False, False], got\n"
+        "import os; assert os.environ['PADDLE_PG_TIMEOUT'] == '120000', os.environ['PADDLE_PG_TIMEOUT']\n"
         "print('rank', env.rank, 'ok')\n")
     done = launch([str(script)], tmp_path / "log", timeout=120)
     check(done)
