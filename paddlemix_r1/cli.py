@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top_k", type=int, default=None)
     g.add_argument("--num_return_sequences", type=int, default=1)
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])  # float16: no GPU repeat_interleave kernel
+    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     g.set_defaults(fn=cmd_generate)
 
     tr = sub.add_parser("train", help="GRPO training from a YAML config plus key=value overrides")

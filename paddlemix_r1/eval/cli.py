@@ -67,10 +67,9 @@ def _common_parser(
     p.add_argument("--seed", type=int, default=42, help="seed of the --sample_num shuffle and of sampling")
     p.add_argument(
         "--dtype",
-        choices=("float32", "bfloat16"),
+        choices=("float32", "bfloat16", "float16"),
         default=None,
-        help="model dtype (None: bfloat16 on GPU, float32 on CPU; float16 has no GPU repeat_interleave kernel, "
-             "which generation needs)",
+        help="model dtype (None: bfloat16 on GPU, float32 on CPU)",
     )
     p.add_argument("--output_dir", default="logs", help="where per-sample JSONL and summaries are written")
     p.add_argument(
