@@ -131,7 +131,8 @@ def generate(
             # group prefix sharing: the prompt's keys/values stay once per prompt, not G times
             cache = GroupedKVCache(prompt_cache, prompt_mask, g, max_new_tokens, model.config.text.num_attention_heads)
             if g > 1:
-                logits = paddle.repeat_interleave(logits, g, axis=0)
+                # fp32 first (sampling computes in fp32 anyway): Paddle's GPU repeat_interleave has no fp16 kernel
+                logits = paddle.repeat_interleave(logits.astype("float32"), g, axis=0)  # (N, V)
                 prompt_mask = paddle.repeat_interleave(prompt_mask, g, axis=0)
                 deltas = paddle.repeat_interleave(deltas, g, axis=0)
                 prompt_pos = paddle.repeat_interleave(prompt_pos, g, axis=1)
