@@ -119,12 +119,6 @@ def exit_code(results: list[CheckResult]) -> int:
     return 1 if any(r.status in ("FAIL", "ERROR") for r in results) else 0
 
 
-def _missing(module: str, attr: str | None = None) -> str:
-    """Error text for a piece of the package that another change is still to provide."""
-    what = f"{module}.{attr}" if attr else module
-    return f"{what} does not exist in this version of paddlemix_r1"
-
-
 # ----------------------------------------------------------------------------------------------
 # environment
 # ----------------------------------------------------------------------------------------------
@@ -783,34 +777,12 @@ def check_gpu_parity(op: str) -> Outcome:
     return _summarize_parity(op, rows)
 
 
-@contextlib.contextmanager
-def _cpu_device() -> Iterator[None]:
-    import paddle
-
-    from paddlemix_r1 import ops
-
-    before = paddle.get_device()
-    paddle.set_device("cpu")
-    ops.reset()
-    try:
-        yield
-    finally:
-        paddle.set_device(before)
-        ops.reset()
-
-
 def check_contract_parity(op: str) -> Outcome:
     """``check_gpu_parity`` on CPU, the fused side through the CPU contract doubles of Paddle's GPU kernels."""
-    try:
-        contracts = importlib.import_module("paddlemix_r1.ops.contracts")
-    except ModuleNotFoundError as e:
-        if e.name != "paddlemix_r1.ops.contracts":
-            raise
-        return Outcome("ERROR", _missing("paddlemix_r1.ops.contracts") + ": --contracts needs its gpu_contracts()")
-    for attr in ("gpu_contracts", "ContractError"):
-        if not hasattr(contracts, attr):
-            return Outcome("ERROR", _missing("paddlemix_r1.ops.contracts", attr))
-    with _cpu_device():
+    from paddlemix_r1.distributed.sharding import device_scope
+    from paddlemix_r1.ops import contracts
+
+    with device_scope("cpu"):
         rows = [compare_case(op, case, dtype, contracts.gpu_contracts, TOLERANCE[dtype], contracts.ContractError)
                 for case in parity_cases(op, on_cpu=True) for dtype in ("bfloat16", "float32")]
     return _summarize_parity(op, rows)
@@ -1115,11 +1087,7 @@ def check_decoder_memory() -> Outcome:
     data["dispatch"] = {op: ops.implementation(op) for op in ("attention", "rotary", "rms_norm", "swiglu", "linear")}
     paddle.device.cuda.empty_cache()
     measured = data["measured_bytes"]
-    formula = getattr(memory, "decoder_layer_peak_bytes", None)
-    if formula is None:
-        return Outcome("ERROR", _missing("paddlemix_r1.distributed.memory", "decoder_layer_peak_bytes")
-                       + f" (measured {measured / 2**30:.2f} GiB for {MEMORY_TOKENS} tokens)", data)
-    predicted = formula(arch, MEMORY_TOKENS, dtype_bytes=2, recompute=False, flash=True)
+    predicted = memory.decoder_layer_peak_bytes(arch, MEMORY_TOKENS, dtype_bytes=2, recompute=False, flash=True)
     ratio = measured / predicted if predicted else float("inf")
     data.update(predicted_bytes=int(predicted), ratio=ratio, band=list(MEMORY_RATIO_BAND))
     text = (f"measured {measured / 2**30:.2f} GiB vs formula {predicted / 2**30:.2f} GiB for {MEMORY_TOKENS} tokens "

@@ -195,10 +195,15 @@ def host_offloaded(model: paddle.nn.Layer, env: DistEnv) -> Iterator[paddle.nn.L
 
 @contextlib.contextmanager
 def device_scope(device: str) -> Iterator[None]:
-    """Create tensors on ``device`` inside the block (e.g. load a model straight into host memory)."""
+    """Compute on ``device`` inside the block (e.g. load a model straight into host memory); the ops' kernel
+    choices are made again for it (a GPU process must not reach a fused kernel with host tensors)."""
+    from paddlemix_r1 import ops
+
     before = paddle.get_device()
     paddle.set_device(device)
+    ops.reset()
     try:
         yield
     finally:
         paddle.set_device(before)
+        ops.reset()
