@@ -22,6 +22,8 @@ setup(
         "visualdl",
         "tqdm",
         "pyarrow",
+        "rapidfuzz",  # rewards: VLM-R1's fuzzy ratio (python-Levenshtein's ratio)
+        "faster-coco-eval",  # rewards: COCO AP for the OVD rewards
     ],
     extras_require={
         "cpu": ["paddlepaddle>=3.3.1"],
@@ -31,6 +33,7 @@ setup(
             "torch==2.13.0",
             "transformers>=5.0",
             "trl",
+            "peft",
         ],
     },
     entry_points={"console_scripts": ["paddlemix-r1=paddlemix_r1.cli:main"]},

@@ -8,8 +8,11 @@ only the completion TEXT is untrusted input that must never make a reward raise.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+RewardFn = Callable[..., list[float]]
+"""``fn(completions: list[str], **columns) -> list[float]``, one score per completion."""
 
 
 def check_completions(completions: Sequence[str], reward: str) -> None:

@@ -27,7 +27,7 @@ def gold_count(solution: Any, where: str = "solution") -> int:
         raise ValueError(f"{where}: gold count must be an integer, got {solution!r}")
     if not isinstance(solution, str):
         raise TypeError(f"{where}: gold count must be an integer or a string, got {solution!r}")
-    count = parse_count(solution)
+    count = parse_count(solution, lenient=True)  # golds need not carry answer tags
     if count is None:
         raise ValueError(f"{where}: gold count must be an integer, got {solution!r}")
     return count
@@ -36,8 +36,9 @@ def gold_count(solution: Any, where: str = "solution") -> int:
 def counting_reward(completions: list[str], *, solution: Sequence[Any], **_columns: Any) -> list[float]:
     """1.0 if ``parse_count(completion)`` equals the gold count, else 0.0.
 
-    The count is read from the last ``<answer>`` block (its first number) or, without a block,
-    from the whole completion (its last number); digits, "3.0" and English number words count.
+    The count is read from the last closed ``<answer>`` block only, whose numbers must all say
+    the same value (digits, "3.0" and English number words count): an ambiguous answer
+    ("3 or 4") and a completion without an answer block score 0.
     """
     check_completions(completions, "counting")
     check_column(solution, "solution", len(completions), "counting")

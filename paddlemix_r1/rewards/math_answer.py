@@ -7,11 +7,13 @@ row: it is a data error, and a reward that is silently always 0 trains nothing.
 
 Scoring one completion:
 
-1. The answer is the last ``<answer>`` block, else the whole completion.
+1. The answer is the last closed ``<answer>`` block; a completion without one scores 0 (the
+   whole-text fallback is ``lenient=True``, for ``baseline`` evaluation only).
 2. Gold is a choice letter A-E: the prediction's choice letter ("B", "(B)", "B. 140°",
    "answer is B", "\\boxed{B}") must be the same letter. No math_verify.
 3. Otherwise both texts are normalized (``normalize_math_text``: degree signs and trailing units
-   dropped, "√{3}"/"√3" -> "\\sqrt{3}", "π" -> "\\pi"), bare LaTeX is wrapped in ``$...$``
+   dropped, "√{3}"/"√3" -> "\\sqrt{3}", "π" -> "\\pi", and the plain-text spellings models use,
+   "2sqrt(3)" -> "2\\sqrt{3}", "9pi" -> "9\\pi"), bare LaTeX is wrapped in ``$...$``
    (math_verify only reads LaTeX inside delimiters: bare "2\\sqrt{3}" parses as 2), and
    math_verify's ``verify(gold, prediction)`` decides.
 4. math_verify runs in a worker process (``MathVerifier``) with a hard wall-clock deadline per
@@ -30,12 +32,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from paddlemix_r1.rewards.columns import check_column, check_completions
-from paddlemix_r1.rewards.parsing import extract_answer
+from paddlemix_r1.rewards.columns import RewardFn, check_column, check_completions
+from paddlemix_r1.rewards.parsing import answer_text, extract_answer
 
 if TYPE_CHECKING:
     from typing import Self  # annotations only: the package supports Python 3.10
@@ -72,6 +74,12 @@ _TRAILING_UNIT = re.compile(
     r"|(?<![A-Za-z\\])(?:" + _UNIT_ALT + r")" + _POWER + r")\s*(?:[.。]\s*)?$"
 )
 _DEGREE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|°")
+# Plain-text spellings (D1, R1-V's GeoQA logs: "2sqrt(3)", "4 * pi", "9pi"). The look-behind keeps
+# LaTeX commands ("\\sqrt", "\\pi") and words ("pixel", "api", "pine") out; "(...)" must not nest.
+_SQRT_PAREN = re.compile(r"(?:√|\\sqrt|(?<![A-Za-z\\])sqrt)\s*\(([^()]*)\)")
+_SQRT_WORD_BRACED = re.compile(r"(?<![A-Za-z\\])sqrt\s*\{")
+_SQRT_WORD_ATOM = re.compile(r"(?<![A-Za-z\\])sqrt\s*(\d+(?:\.\d+)?|[A-Za-z](?![A-Za-z]))")
+_PI_WORD = re.compile(r"(?<![A-Za-z\\])pi(?![A-Za-z])")
 _SQRT_BRACED = re.compile(r"√\s*\{")
 _SQRT_ATOM = re.compile(r"√\s*(\d+(?:\.\d+)?|[A-Za-z])")
 _REPLACEMENTS = (
@@ -93,8 +101,12 @@ _LAST_ASSIGNMENT = re.compile(r"(?:\bis\b|\bequals\b|=|:)")
 
 def normalize_math_text(text: str) -> str:
     """Rewrite an answer into something math_verify reads: no degree signs or trailing units,
-    "√" and "π" as LaTeX. Idempotent; never raises."""
+    "√" and "π" (and "sqrt(3)", "sqrt3", "pi") as LaTeX. Idempotent; never raises."""
     text = _DEGREE.sub("", text)
+    text = _SQRT_PAREN.sub(r"\\sqrt{\1}", text)
+    text = _SQRT_WORD_BRACED.sub(r"\\sqrt{", text)
+    text = _SQRT_WORD_ATOM.sub(r"\\sqrt{\1}", text)
+    text = _PI_WORD.sub(r"\\pi ", text)
     text = _SQRT_BRACED.sub(r"\\sqrt{", text)
     text = _SQRT_ATOM.sub(r"\\sqrt{\1}", text)
     text = text.replace("√", r"\sqrt")
@@ -366,9 +378,17 @@ def gold_text(solution: Any, where: str = "solution") -> str:
     return text
 
 
-def score_math_completion(completion: str, gold: str, verifier: MathVerifier, where: str = "solution") -> MathScore:
-    """Score one completion against one gold answer text (see the module docstring)."""
-    answer = extract_answer(completion)
+def score_math_completion(
+    completion: str, gold: str, verifier: MathVerifier, where: str = "solution", lenient: bool = False
+) -> MathScore:
+    """Score one completion against one gold answer text (see the module docstring).
+
+    ``lenient``: without an answer block, read the whole completion (``baseline`` evaluation
+    only; training requires the block).
+    """
+    answer = answer_text(completion, lenient)
+    if answer is None:
+        return MathScore(False, None, "no_answer")
     letter = gold_choice(gold)
     if letter is not None:
         predicted = predicted_choice(answer)
@@ -381,15 +401,12 @@ def score_math_completion(completion: str, gold: str, verifier: MathVerifier, wh
     return MathScore(outcome.correct, outcome.pred, outcome.status, outcome.detail)
 
 
-RewardFn = Callable[..., list[float]]
-
-
 def make_math_reward(verifier: MathVerifier | None = None) -> RewardFn:
     """A ``math`` reward bound to ``verifier`` (default: the process-wide one)."""
 
     def math_reward(completions: list[str], *, solution: Sequence[Any], **_columns: Any) -> list[float]:
-        """1.0 if math_verify finds the answer equal to the gold ``solution``, else 0.0 (also on
-        timeout or math_verify error)."""
+        """1.0 if math_verify finds the answer (last ``<answer>`` block) equal to the gold
+        ``solution``, else 0.0 (also without an answer block, on timeout or math_verify error)."""
         check_completions(completions, "math")
         check_column(solution, "solution", len(completions), "math")
         v = verifier if verifier is not None else default_verifier()

@@ -3,6 +3,12 @@
 Every function here takes arbitrary text and returns a value or None; none of them raises on
 any string (the rewards rely on that). All regular expressions are written so that their cost
 stays linear-ish in the input length (no nested quantifiers over overlapping classes).
+
+Strict and lenient reading. A TRAINING reward reads only the completion's last closed
+``<answer>...</answer>`` block: no block (or an unclosed ``<answer>``), no answer. Reading the
+whole text instead would credit a box or a number that appears only inside ``<think>`` (the D3
+defect found on R1-V's logs). ``lenient=True`` restores the whole-text fallback; only the
+evaluation of the ``baseline`` method uses it, since its prompts need not ask for tags.
 """
 
 from __future__ import annotations
@@ -36,9 +42,25 @@ def find_answer_block(text: str) -> str | None:
 
 
 def extract_answer(text: str) -> str:
-    """Content of the LAST ``<answer>...</answer>`` block, stripped; the whole text if none."""
+    """Content of the LAST ``<answer>...</answer>`` block, stripped; the whole text if none.
+
+    For GOLD answers (which may or may not carry tags) and lenient reading; a training reward
+    reads completions with ``answer_text``.
+    """
     block = find_answer_block(text)
     return (text if block is None else block).strip()
+
+
+def answer_text(completion: str, lenient: bool = False) -> str | None:
+    """What a completion answers: the last closed ``<answer>`` block, stripped.
+
+    Without a block: None (strict, every training reward), or the whole completion stripped
+    when ``lenient`` (``baseline`` evaluation only; see the module docstring).
+    """
+    block = find_answer_block(completion)
+    if block is None:
+        return completion.strip() if lenient else None
+    return block.strip()
 
 
 # ---- boxes -------------------------------------------------------------------------------------
@@ -81,9 +103,11 @@ def parse_box(text: str) -> Box | None:
     return _finite_box(first.groups())
 
 
-def parse_answer_box(completion: str) -> Box | None:
-    """The first box of the answer (last ``<answer>`` block, else the whole completion)."""
-    return parse_box(extract_answer(completion))
+def parse_answer_box(completion: str, lenient: bool = False) -> Box | None:
+    """The first box of the answer: of the last ``<answer>`` block; without a block None, or
+    (``lenient``) the first box of the whole completion."""
+    text = answer_text(completion, lenient)
+    return None if text is None else parse_box(text)
 
 
 # ---- counts ------------------------------------------------------------------------------------
@@ -130,16 +154,26 @@ def parse_number(text: str, last: bool = False) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def parse_count(completion: str) -> int | None:
+def parse_count(completion: str, lenient: bool = False) -> int | None:
     """The integer count a completion answers, or None.
 
-    Inside an ``<answer>`` block the FIRST number counts (models state the count first:
-    "3 objects (2 red, 1 blue)"); without a block the LAST number of the whole text counts
-    (free text ends with the conclusion: "1, 2, 3 ... so there are 3"). "3.0" is 3; a
-    non-integral value such as "3.5" is not a count (None).
+    Inside the last ``<answer>`` block every number must say the same value: "3", "3.0",
+    "three", "There are 3 objects." answer 3, but "3 or 4" and "3 objects (2 red, 1 blue)" are
+    ambiguous and answer nothing (the block's first number used to count, so hedging paid).
+    Without a block there is no answer, unless ``lenient``: then the LAST number of the whole
+    text counts (free text ends with its conclusion: "1, 2, 3 ... so there are 3"). A
+    non-integral value such as "3.5" is not a count.
     """
     block = find_answer_block(completion)
-    value = parse_number(completion, last=True) if block is None else parse_number(block, last=False)
-    if value is None or value != int(value):
+    if block is not None:
+        values = {_number_value(m) for m in _NUMBER.finditer(block)}
+        if len(values) != 1:
+            return None
+        value: float | None = values.pop()
+    elif lenient:
+        value = parse_number(completion, last=True)
+    else:
+        return None
+    if value is None or not math.isfinite(value) or value != int(value):
         return None
     return int(value)

@@ -15,6 +15,10 @@ Columns (lists, one entry per completion):
 Other columns are ignored. A missing column or a malformed gold/size entry raises (naming the
 column and row); the completion text never does: no box, an unparsable box, or a degenerate box
 (x2 <= x1 or y2 <= y1) scores 0.
+
+The box is the first one in the completion's last closed ``<answer>`` block; a completion without
+one scores 0, even if a box appears in ``<think>`` or after an unclosed ``<answer>`` (the rewards
+are training rewards; ``score_rec_completion(..., lenient=True)`` is for ``baseline`` evaluation).
 """
 
 from __future__ import annotations
@@ -67,9 +71,14 @@ def score_rec_completion(
     model_family: str,
     image_size: Sequence[float],
     resized_size: Sequence[float] | None,
+    lenient: bool = False,
 ) -> RecScore:
-    """IoU, in ORIGINAL pixels, of the completion's first answered box with ``solution``."""
-    predicted = parse_answer_box(completion)
+    """IoU, in ORIGINAL pixels, of the completion's first answered box with ``solution``.
+
+    ``lenient``: without an answer block, read the first box of the whole completion
+    (``baseline`` evaluation only; training requires the block).
+    """
+    predicted = parse_answer_box(completion, lenient)
     if predicted is None:
         return RecScore(None, None, 0.0)
     original = model_box_to_original(predicted, model_family, image_size, resized_size)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from paddlemix_r1.rewards.accuracy import accuracy_reward
+from paddlemix_r1.rewards.answer_match import all_match_reward, default_reward, mcq_reward, yes_no_reward
+from paddlemix_r1.rewards.columns import RewardFn
 from paddlemix_r1.rewards.counting import counting_reward
+from paddlemix_r1.rewards.detection import od_ap50_reward, od_ap_reward, od_length_reward, weighted_sum_reward
 from paddlemix_r1.rewards.format_reward import format_reward, rec_format_reward
+from paddlemix_r1.rewards.llm_judge import llm_reward
 from paddlemix_r1.rewards.math_answer import math_reward
 from paddlemix_r1.rewards.rec import rec_acc_reward, rec_iou_reward
-
-RewardFn = Callable[..., list[float]]
-"""``fn(completions: list[str], **columns) -> list[float]``, one score per completion."""
+from paddlemix_r1.rewards.shaping import make_length_reward, repetition_reward
 
 _REGISTRY: dict[str, RewardFn] = {}
 
@@ -52,6 +55,19 @@ register_reward("rec_iou", rec_iou_reward)
 register_reward("rec_acc", rec_acc_reward)
 register_reward("counting", counting_reward)
 register_reward("math", math_reward)
+# VLM-R1's accuracy methods under their own names, the dispatcher over them, and its shaping rewards.
+register_reward("default", default_reward)
+register_reward("mcq", mcq_reward)
+register_reward("yes_no", yes_no_reward)
+register_reward("all_match", all_match_reward)
+register_reward("od_ap", od_ap_reward)
+register_reward("od_ap50", od_ap50_reward)
+register_reward("odLength", od_length_reward)
+register_reward("weighted_sum", weighted_sum_reward)
+register_reward("llm", llm_reward)
+register_reward("accuracy", accuracy_reward)
+register_reward("length", make_length_reward(accuracy_reward))
+register_reward("repetition", repetition_reward)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from paddlemix_r1.rewards import get_reward
         "<answer>3.0</answer>",
         "<answer>three</answer>",
         "<answer>There are 3 objects.</answer>",
-        "There are 3 objects.",
+        "<answer>three (3)</answer>",
         "<answer> 3 </answer>",
         "<think>1, 2, 5?</think><answer>3</answer>",  # numbers in the thinking do not count
     ],
@@ -35,6 +35,31 @@ def test_counting_correct(completion, gold):
     ],
 )
 def test_counting_wrong(completion):
+    assert get_reward("counting")([completion], solution=[3]) == [0.0]
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        "<answer>3 or 4</answer>",  # scored 1 before: the first number of the block counted
+        "<answer>4 or 3</answer>",
+        "<answer>3 objects (2 red, 1 blue)</answer>",
+        "<answer>3, maybe 4</answer>",
+    ],
+)
+def test_d2_ambiguous_answer_scores_zero(completion):
+    assert get_reward("counting")([completion], solution=[3]) == [0.0]
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        "There are 3 objects.",  # scored 1 before: the last number of the free text counted
+        "<think>1, 2, 3</think> so 3",
+        "<think>I count 3</think><answer>3",  # unclosed block
+    ],
+)
+def test_d2_missing_answer_block_scores_zero_in_training(completion):
     assert get_reward("counting")([completion], solution=[3]) == [0.0]
 
 

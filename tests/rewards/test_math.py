@@ -52,7 +52,15 @@ def math(verifier):
         ("<answer>B. 65°</answer>", "B"),
         ("<answer>The answer is C</answer>", "C"),
         ("<answer>\\boxed{D}</answer>", "D"),
-        ("no tags, the result is 12", "12"),
+        # D1 (R1-V's GeoQA logs): plain-text sqrt and pi scored 0 against these golds
+        ("<answer>2sqrt(3)</answer>", "2√{3}"),
+        ("<answer>4 * pi</answer>", "4πcm"),
+        ("<answer>9pi</answer>", "9πcm^{2}"),
+        ("<answer>2*sqrt(3)</answer>", "2√{3}"),
+        ("<answer>2 sqrt 3</answer>", "2√{3}"),
+        ("<answer>sqrt(3)/2</answer>", "\\frac{√{3}}{2}"),
+        ("<answer>4pi cm</answer>", "4πcm"),
+        ("<answer>2\\sqrt(3)</answer>", "2√{3}"),
     ],
 )
 def test_math_correct(math, completion, gold):
@@ -72,6 +80,10 @@ def test_math_correct(math, completion, gold):
         ("<answer>no idea</answer>", "140°"),
         ("", "140°"),
         ("<answer>140</answer><answer>150</answer>", "140°"),  # the last block counts
+        ("no tags, the result is 12", "12"),  # training requires the answer block
+        ("<think>140°</think><answer>140°", "140°"),  # unclosed
+        ("<answer>3pi</answer>", "9πcm^{2}"),
+        ("<answer>2sqrt(2)</answer>", "2√{3}"),
     ],
 )
 def test_math_wrong(math, completion, gold):
@@ -85,6 +97,13 @@ def test_anchor_digit_extractor_case(math):
         1.0,
         1.0,
     ]
+
+
+def test_lenient_scoring_keeps_the_fallback_for_baseline_evaluation(verifier):
+    from paddlemix_r1.rewards.math_answer import score_math_completion
+
+    assert not score_math_completion("the result is 12", "12", verifier).correct
+    assert score_math_completion("the result is 12", "12", verifier, lenient=True).correct
 
 
 def test_registered_math_reward():
@@ -107,6 +126,14 @@ def test_registered_math_reward():
         ("12\\text{cm}", "12"),
         ("\\sum", "\\sum"),  # the "m" of a command is not metres
         ("m", "m"),  # nothing left to strip to
+        ("2sqrt(3)", "2\\sqrt{3}"),  # D1: plain-text spellings
+        ("sqrt3", "\\sqrt{3}"),
+        ("sqrt{3}", "\\sqrt{3}"),
+        ("√(3)", "\\sqrt{3}"),
+        ("4 * pi", "4 * \\pi"),
+        ("9pi", "9\\pi"),
+        ("pixel api spine", "pixel api spine"),  # "pi" inside words is left alone
+        ("\\sqrt{3}\\pi", "\\sqrt{3}\\pi"),
     ],
 )
 def test_normalize_math_text(text, normalized):

@@ -5,6 +5,7 @@ import time
 import pytest
 
 from paddlemix_r1.rewards.parsing import (
+    answer_text,
     extract_answer,
     find_answer_block,
     parse_answer_box,
@@ -60,11 +61,34 @@ def test_parse_box_none(text):
     assert parse_box(text) is None
 
 
+def test_answer_text_strict_and_lenient():
+    assert answer_text("<think>a</think><answer> B </answer>") == "B"
+    assert answer_text("<answer></answer>") == ""  # an empty block is an (empty) answer
+    for text in ("the answer is B", "<answer>B", "<think><answer>B</think>"):
+        assert answer_text(text) is None  # no closed block: nothing, in training
+    assert answer_text(" the answer is B ", lenient=True) == "the answer is B"  # baseline evaluation
+    assert answer_text("<answer>B", lenient=True) == "<answer>B"
+
+
 def test_parse_answer_box_prefers_the_last_answer_block():
     text = "<think>maybe [0, 0, 1, 1]</think><answer>[10, 10, 20, 20]</answer>"
     assert parse_answer_box(text) == (10, 10, 20, 20)
-    # no block: the whole completion, first box
-    assert parse_answer_box("I think [0, 0, 1, 1] then [10, 10, 20, 20]") == (0, 0, 1, 1)
+    # no block: nothing, unless lenient (baseline evaluation): then the whole completion, first box
+    assert parse_answer_box("I think [0, 0, 1, 1] then [10, 10, 20, 20]") is None
+    assert parse_answer_box("I think [0, 0, 1, 1] then [10, 10, 20, 20]", lenient=True) == (0, 0, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<think>it is [10, 10, 20, 20]</think>",  # the box only in the thinking
+        "<think>ok</think><answer>[10, 10, 20, 20]",  # an unclosed answer
+        "<think>[10, 10, 20, 20]</think><answer>the car</answer>",  # a block without a box
+    ],
+)
+def test_d3_box_outside_the_answer_block_is_no_answer(text):
+    """D3 (R1-V eval logs): the whole-text fallback gave these full REC credit in training."""
+    assert parse_answer_box(text) is None
 
 
 @pytest.mark.parametrize(
@@ -77,9 +101,12 @@ def test_parse_answer_box_prefers_the_last_answer_block():
         ("<answer>twenty-one</answer>", 21),
         ("<answer>seventeen</answer>", 17),
         ("<answer>There are 3 objects.</answer>", 3),
-        ("<answer>3 objects (2 red, 1 blue)</answer>", 3),  # first number inside a block
-        ("There are 3 objects.", 3),
-        ("I count 1, 2, 3, 4 ... so there are four", 4),  # last number without a block
+        ("<answer>three (3)</answer>", 3),  # several numbers that agree
+        ("<answer>3 or 4</answer>", None),  # D2: ambiguous (the first number used to count)
+        ("<answer>3 objects (2 red, 1 blue)</answer>", None),  # D2: ambiguous too
+        ("There are 3 objects.", None),  # D2: no answer block, no answer
+        ("I count 1, 2, 3, 4 ... so there are four", None),
+        ("<answer>3", None),  # unclosed
         ("<answer>none</answer>", 0),
         ("<answer>3.5</answer>", None),
         ("<answer>many</answer>", None),
@@ -89,6 +116,19 @@ def test_parse_answer_box_prefers_the_last_answer_block():
 )
 def test_parse_count(text, count):
     assert parse_count(text) == count
+
+
+@pytest.mark.parametrize(
+    "text, count",
+    [
+        ("There are 3 objects.", 3),
+        ("I count 1, 2, 3, 4 ... so there are four", 4),  # last number of free text
+        ("<answer>3 or 4</answer>", None),  # a block is read the same way as in training
+        ("<answer>3</answer>", 3),
+    ],
+)
+def test_parse_count_lenient_for_baseline_evaluation(text, count):
+    assert parse_count(text, lenient=True) == count
 
 
 @pytest.mark.parametrize(
@@ -107,4 +147,6 @@ def test_parsers_stay_fast_on_degenerate_text(text):
     extract_answer(text)
     parse_box(text)
     parse_count(text)
+    parse_count(text, lenient=True)
+    parse_answer_box(text, lenient=True)
     assert time.perf_counter() - start < 1.0

@@ -81,8 +81,8 @@ def test_degenerate_or_missing_box_scores_zero(completion):
 def test_threshold_is_inclusive_at_half():
     # gold [0,0,10,10], prediction [0,0,10,20]: IoU = 100 / 200 = 0.5 exactly -> accurate
     c = cols(solution=[0, 0, 10, 10])
-    assert get_reward("rec_iou")(["[0, 0, 10, 20]"], **c) == [0.5]
-    assert get_reward("rec_acc")(["[0, 0, 10, 20]"], **c) == [1.0]
+    assert get_reward("rec_iou")(["<answer>[0, 0, 10, 20]</answer>"], **c) == [0.5]
+    assert get_reward("rec_acc")(["<answer>[0, 0, 10, 20]</answer>"], **c) == [1.0]
 
 
 def test_last_answer_block_and_first_box():
@@ -98,7 +98,32 @@ def test_string_gold_and_batch():
         "model_family": ["qwen2_5_vl", "qwen2_5_vl"],
         "problem": ["ignored", "ignored"],
     }
-    assert get_reward("rec_iou")(["[0, 0, 10, 10]", "[0, 0, 5, 10]"], **c) == [1.0, 0.5]
+    completions = ["<answer>[0, 0, 10, 10]</answer>", "<answer>[0, 0, 5, 10]</answer>"]
+    assert get_reward("rec_iou")(completions, **c) == [1.0, 0.5]
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        "<think>the bus is at [352.14, 33.94, 639.59, 224.86]</think>",  # box only in the thinking
+        "<think>the bus</think><answer>[352.14, 33.94, 639.59, 224.86]",  # unclosed answer
+        "[352.14, 33.94, 639.59, 224.86]",  # no tags at all
+        "<think>[352.14, 33.94, 639.59, 224.86]</think><answer>the bus</answer>",
+    ],
+)
+def test_d3_training_requires_the_answer_block(completion):
+    """D3 (R1-V eval logs): the whole-text fallback gave each of these IoU 1 in training."""
+    assert get_reward("rec_iou")([completion], **cols()) == [0.0]
+    assert get_reward("rec_acc")([completion], **cols()) == [0.0]
+
+
+def test_lenient_scoring_keeps_the_fallback_for_baseline_evaluation():
+    from paddlemix_r1.rewards.rec import score_rec_completion
+
+    completion = "The bus: [352.14, 33.94, 639.59, 224.86]"
+    strict = score_rec_completion(completion, tuple(GOLD), "qwen2_5_vl", (640, 480), (640, 480))
+    lenient = score_rec_completion(completion, tuple(GOLD), "qwen2_5_vl", (640, 480), (640, 480), lenient=True)
+    assert (strict.iou, lenient.iou) == (0.0, pytest.approx(1.0))
 
 
 def test_missing_required_column_names_it():

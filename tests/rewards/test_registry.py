@@ -13,17 +13,28 @@ from paddlemix_r1.rewards import (
 from paddlemix_r1.rewards import registry as registry_module
 
 ISSUE_NAMES = {"format", "rec_format", "rec_iou", "rec_acc", "counting", "math"}
+# VLM-R1's accuracy methods, the dispatcher over them and its shaping rewards (issue 15)
+VLM_R1_NAMES = {
+    "default", "mcq", "yes_no", "math", "all_match", "od_ap", "od_ap50", "odLength", "weighted_sum", "llm",
+    "accuracy", "length", "repetition",
+}  # fmt: skip
 
 
 def test_all_issue_rewards_are_registered():
-    assert ISSUE_NAMES <= set(list_rewards())
-    for name in ISSUE_NAMES:
+    assert ISSUE_NAMES | VLM_R1_NAMES <= set(list_rewards())
+    for name in ISSUE_NAMES | VLM_R1_NAMES:
         assert callable(get_reward(name))
+
+
+def test_accuracy_methods_are_the_registered_names():
+    from paddlemix_r1.rewards.accuracy import ACCURACY_METHODS
+
+    assert set(ACCURACY_METHODS) == VLM_R1_NAMES - {"accuracy", "length", "repetition"}
 
 
 def test_unknown_name_lists_known_ones():
     with pytest.raises(KeyError, match="rec_iou"):
-        get_reward("accuracy")
+        get_reward("map")
 
 
 @pytest.fixture
@@ -32,8 +43,8 @@ def scratch_registry(monkeypatch):
 
 
 def test_register_and_decorator(scratch_registry):
-    register_reward("length", lambda completions, **_: [float(len(c)) for c in completions])
-    assert get_reward("length")(["ab", ""]) == [2.0, 0.0]
+    register_reward("char_count", lambda completions, **_: [float(len(c)) for c in completions])
+    assert get_reward("char_count")(["ab", ""]) == [2.0, 0.0]
 
     @register_reward("const")
     def const(completions, **_):
