@@ -114,3 +114,38 @@ class HFModel:
 
 def hf_logits(ckpt_dir: str, family: str, batch: dict) -> np.ndarray:
     return HFModel(ckpt_dir, family).logits(batch)
+
+
+# ----- LoRA: merged checkpoints and PEFT adapters, run in a subprocess (tests/models/test_lora.py) -----
+def lora_reference(cases: list[dict]) -> dict[str, np.ndarray]:
+    """For each case {name, family, base, merged, adapter, batch (npz path)}: the fp32 logits of the merged
+    checkpoint (``<name>/merged``) and of the base checkpoint with the adapter loaded by HF peft
+    (``<name>/peft``), plus the names of the modules peft adapted (``<name>/adapted``)."""
+    import warnings
+
+    from peft import PeftModel
+
+    out = {}
+    for case in cases:
+        batch = dict(np.load(case["batch"]))
+        name, family = case["name"], case["family"]
+        out[f"{name}/merged"] = HFModel(case["merged"], family).logits(batch)
+        hf = HFModel(case["base"], family)
+        with warnings.catch_warnings():
+            # peft only warns when adapter keys do not match the model's modules (the adapter then stays at init)
+            warnings.filterwarnings("error", message=".*(missing|unexpected) adapter keys.*")
+            hf.model = PeftModel.from_pretrained(hf.model, case["adapter"]).eval()
+        out[f"{name}/peft"] = hf.logits(batch)
+        out[f"{name}/adapted"] = np.array(sorted(n for n, _ in hf.model.named_modules() if n.endswith(".lora_A")))
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    # python hf_reference.py lora <cases.json> <out.npz>
+    command, cases_path, out_path = sys.argv[1:]
+    if command != "lora":
+        raise SystemExit(f"unknown command {command!r}")
+    with open(cases_path) as f:
+        np.savez(out_path, **lora_reference(json.load(f)))

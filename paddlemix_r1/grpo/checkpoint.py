@@ -1,5 +1,10 @@
 """Training checkpoints: policy in HF layout, optimizer, scheduler, sampler, RNG and step, written
-atomically (everything goes to a temporary directory that is renamed into place), last k kept."""
+atomically (everything goes to a temporary directory that is renamed into place), last k kept.
+
+A LoRA policy (models/lora.py) writes ``model/`` with the adapters merged (what eval scripts and
+transformers load) and ``adapter/`` in HF peft's layout; a resume loads the base checkpoint and then
+``adapter/`` (the base weights never change in a LoRA run).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,10 @@ from typing import Any
 
 import paddle
 
+from paddlemix_r1.models import lora
+
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
+ADAPTER_DIR = "adapter"
 def list_checkpoints(output_dir: str) -> list[str]:
     """Complete checkpoints in ``output_dir``, oldest first."""
     if not os.path.isdir(output_dir):
@@ -72,7 +80,8 @@ def save_optimizer_shard(shard_dir: str, rank: int, model, optimizer) -> None:
 
 
 def save_checkpoint(output_dir: str, step: int, model, optimizer, scheduler, trainer_state: dict[str, Any],
-                    processor, keep: int, optimizer_shards: str | None = None) -> str:
+                    processor, keep: int, optimizer_shards: str | None = None,
+                    base_model_name_or_path: str | None = None) -> str:
     """Write checkpoint-{step} atomically and drop all but the newest ``keep``.
 
     ``processor`` (a ``Processor`` or None): its files go beside the weights, so ``model/`` is a
@@ -80,6 +89,9 @@ def save_checkpoint(output_dir: str, step: int, model, optimizer, scheduler, tra
 
     ``optimizer_shards``: a directory of per-rank optimizer files (sharded runs), moved into the
     checkpoint as ``optimizer_shards/`` instead of writing ``optimizer.pdopt``.
+
+    A model with LoRA adapters also gets ``adapter/`` (PEFT layout; ``base_model_name_or_path`` is recorded
+    in its adapter_config.json); ``model/`` then holds the merged weights.
     """
     final = os.path.join(output_dir, f"checkpoint-{step}")
     os.makedirs(output_dir, exist_ok=True)
@@ -88,6 +100,8 @@ def save_checkpoint(output_dir: str, step: int, model, optimizer, scheduler, tra
         model.save_pretrained(os.path.join(tmp, "model"))
         if processor is not None:
             processor.save_pretrained(os.path.join(tmp, "model"))
+        if lora.lora_layers(model):
+            lora.save_adapter(model, os.path.join(tmp, ADAPTER_DIR), base_model_name_or_path)
         names = {p.name: n for n, p in model.named_parameters()}
         if optimizer_shards is None:
             paddle.save(_optimizer_state(optimizer, names), os.path.join(tmp, "optimizer.pdopt"))
@@ -118,7 +132,16 @@ def load_weights(path: str, model) -> None:
     """
     from paddlemix_r1.models.checkpoint import load_state
 
-    load_state(model, os.path.join(path, "model"))
+    adapter = os.path.join(path, ADAPTER_DIR)
+    if lora.lora_layers(model):
+        if not os.path.isdir(adapter):
+            raise FileNotFoundError(f"{path}: no {ADAPTER_DIR}/; it was not saved by a LoRA run (use_peft=false)")
+        lora.load_adapter(model, adapter)  # the base weights are the run's unchanged starting checkpoint
+    elif os.path.isdir(adapter):
+        raise ValueError(f"{path} was saved by a LoRA run: resume it with use_peft=true (its model/ holds merged "
+                         "weights; start a new full fine-tuning run from that directory instead)")
+    else:
+        load_state(model, os.path.join(path, "model"))
 
 
 def load_training_state(path: str, model, optimizer, scheduler, optimizer_shard: int | None = None) -> dict[str, Any]:

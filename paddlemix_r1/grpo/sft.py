@@ -46,7 +46,10 @@ def sft_loss(model, inputs: RolloutInputs, completion_mask: paddle.Tensor, chunk
 def run_sft(model, processor, rows: Sequence[dict], conversation: Callable[[dict], list[dict]],
             answer: Callable[[dict, np.random.Generator], str], steps: int, batch_size: int = 8,
             learning_rate: float = 1e-3, seed: int = 0, log: Callable[[int, float], None] | None = None) -> list[float]:
-    """``steps`` AdamW steps on random mini-batches of ``rows``; returns the loss of each step."""
+    """``steps`` AdamW steps on random mini-batches of ``rows``; returns the loss of each step.
+
+    Trains the parameters without stop_gradient: after ``models.lora.apply_lora`` only the adapters (then
+    ``model.save_pretrained`` writes the merged weights and ``lora.save_adapter`` the PEFT adapter)."""
     rng = np.random.default_rng(seed)
     params = [p for p in model.parameters() if not p.stop_gradient]
     opt = paddle.optimizer.AdamW(learning_rate=learning_rate, parameters=params, weight_decay=0.0)

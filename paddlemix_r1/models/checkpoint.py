@@ -24,6 +24,8 @@ from safetensors.paddle import save_file
 
 from paddlemix_r1._runtime import stride_kernels
 from paddlemix_r1.models.config import ModelConfig
+from paddlemix_r1.models.decoder import Linear
+from paddlemix_r1.models.lora import adapter_parameters
 
 _HF5_PREFIXES = (("model.language_model.", "model."), ("model.visual.", "visual."))
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
@@ -115,17 +117,38 @@ def cast_parameters(model: nn.Layer, dtype: str) -> None:
             layer._buffers[name] = buf  # the original tensor, not the cast one (``to`` cast it in place)
 
 
-def _hf_state(model: nn.Layer) -> dict[str, paddle.Tensor]:
+def to_hf_layout(model: nn.Layer, tensors: dict[str, paddle.Tensor]) -> dict[str, paddle.Tensor]:
+    """Our tensors (named as ``model``'s parameters) in HF layout, on the host: linear weights transposed."""
     linear = _linear_weight_names(model)
+    return {name: _host_hf(t, name in linear) for name, t in tensors.items()}
+
+
+def _host_hf(t: paddle.Tensor, is_linear: bool) -> paddle.Tensor:
+    t = t.detach()
+    if not t.place.is_cpu_place():
+        t = t.cpu()  # one tensor at a time to host: no device copy of every transposed weight at once
+    return (t.T if is_linear else t).contiguous()
+
+
+def from_hf_layout(model: nn.Layer, tensors: dict[str, paddle.Tensor]) -> dict[str, paddle.Tensor]:
+    """HF-layout tensors, named as ``model``'s parameters, in our layout (linear weights transposed)."""
+    linear = _linear_weight_names(model)
+    return {name: (t.T if name in linear else t) for name, t in tensors.items()}
+
+
+def _hf_state(model: nn.Layer) -> dict[str, paddle.Tensor]:
+    """The HF checkpoint's tensors. A linear layer contributes the weight it applies (``effective_weight``):
+    with LoRA adapters on, the merged W + scaling * A B; the adapter factors themselves are not HF weights
+    (they go to a PEFT adapter directory: ``lora.save_adapter``)."""
     tied = model.config.tie_word_embeddings
+    linear = _linear_weight_names(model)
+    applied = {f"{name}.weight": layer for name, layer in model.named_sublayers() if isinstance(layer, Linear)}
+    adapters = set(adapter_parameters(model))
     out = {}
     for name, p in model.named_parameters():
-        if tied and name == "lm_head.weight":
+        if (tied and name == "lm_head.weight") or name in adapters:
             continue
-        t = p.detach()
-        if not t.place.is_cpu_place():
-            t = t.cpu()  # one tensor at a time to host: no device copy of every transposed weight at once
-        out[name] = (t.T if name in linear else t).contiguous()
+        out[name] = _host_hf(applied[name].effective_weight() if name in applied else p, name in linear)
     return out
 
 

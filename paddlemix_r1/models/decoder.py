@@ -38,6 +38,11 @@ class Linear(nn.Linear):
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return ops.linear(x, self.weight, self.bias)
 
+    def effective_weight(self) -> paddle.Tensor:
+        """The (in, out) matrix this layer applies; code that reads weights outside ``forward``
+        (``pack_projections``, the HF export) uses it, so a LoRA delta (models/lora.py) is not lost."""
+        return self.weight
+
 
 class KVCache:
     """Preallocated keys/values for every layer, written at explicit positions.
@@ -212,7 +217,8 @@ def pack_projections(decoder: nn.Layer) -> Iterator[None]:
     ((normed * w) @ W == normed @ (w[:, None] * W)), the attention scale (rotary is linear, so rotating
     scaled queries equals scaling rotated ones), and, with the eager fp32 rotary, rotate_half of q and k
     (a signed permutation of columns): the rotation is then q * cos + q_rot * sin.
-    For inference only: the packed copies do not follow weight updates and are dropped on exit.
+    For inference only: the packed copies do not follow weight updates (nor a LoRA adapter switched on or off
+    inside the block: they hold the weights as applied on entry) and are dropped on exit.
 
     CPU only (on a GPU the block changes nothing): the fold is a CPU op-count optimisation; in bf16 it would
     round the folded weights again (sampling from a slightly different model), the copies would cost
@@ -225,18 +231,22 @@ def pack_projections(decoder: nn.Layer) -> Iterator[None]:
         for layer in layers:
             a, m = layer.self_attn, layer.mlp
             w_in = layer.input_layernorm.weight.unsqueeze(-1)  # (H, 1)
-            wq, bq = a.q_proj.weight * a.scale, a.q_proj.bias * a.scale
+            # effective weights: an active LoRA adapter's delta is folded in with the rest (models/lora.py)
+            wq, bq = a.q_proj.effective_weight() * a.scale, a.q_proj.bias * a.scale
+            wk = a.k_proj.effective_weight()
             fold_rot = ops.implementation("rotary") == "eager" and wq.dtype == paddle.float32
-            cols = [wq, a.k_proj.weight]
+            cols = [wq, wk]
             bias = [bq, a.k_proj.bias]
             if fold_rot:
-                cols += [_rotate_half_columns(wq, a.hd), _rotate_half_columns(a.k_proj.weight, a.hd)]
+                cols += [_rotate_half_columns(wq, a.hd), _rotate_half_columns(wk, a.hd)]
                 bias += [_rotate_half_columns(bq, a.hd), _rotate_half_columns(a.k_proj.bias, a.hd)]
-            a.packed = (w_in * paddle.concat([*cols, a.v_proj.weight], axis=1), paddle.concat([*bias, a.v_proj.bias]))
+            a.packed = (w_in * paddle.concat([*cols, a.v_proj.effective_weight()], axis=1),
+                        paddle.concat([*bias, a.v_proj.bias]))
             a.packed_rotate_half = fold_rot
             gate_bias = None if m.gate_proj.bias is None else paddle.concat([m.gate_proj.bias, m.up_proj.bias])
             w_post = layer.post_attention_layernorm.weight.unsqueeze(-1)  # (H, 1)
-            m.packed = (w_post * paddle.concat([m.gate_proj.weight, m.up_proj.weight], axis=1), gate_bias)
+            gate_up = paddle.concat([m.gate_proj.effective_weight(), m.up_proj.effective_weight()], axis=1)
+            m.packed = (w_post * gate_up, gate_bias)
             layer.input_layernorm.folded = layer.post_attention_layernorm.folded = True
     try:
         yield

@@ -36,15 +36,19 @@ class _BiasLinear(PyLayer):
     @staticmethod
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
+        # Paddle requires None for an input with stop_gradient (a frozen layer under a trainable adapter
+        # or a frozen layer below trainable ones); it also saves those GEMMs.
+        ctx.needs = (not x.stop_gradient, not weight.stop_gradient, not bias.stop_gradient)
         return _addmm(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensor()
+        need_x, need_w, need_b = ctx.needs
         g2, x2 = grad.reshape([-1, grad.shape[-1]]), x.reshape([-1, x.shape[-1]])  # (M, out), (M, in)
-        dx = paddle.matmul(grad, weight, transpose_y=True)  # (..., in)
-        dw = paddle.matmul(x2, g2, transpose_x=True)  # (in, out)
-        return dx, dw, sum_rows(g2)
+        dx = paddle.matmul(grad, weight, transpose_y=True) if need_x else None  # (..., in)
+        dw = paddle.matmul(x2, g2, transpose_x=True) if need_w else None  # (in, out)
+        return dx, dw, sum_rows(g2) if need_b else None
 
 
 @register("linear", "gemm_grad")

@@ -36,14 +36,19 @@ class _RMSNormFP32(PyLayer):
         r = paddle.rsqrt((x * x).mean(axis=-1, keepdim=True) + eps)  # (..., 1)
         xr = x * expand_to(r, x.shape)  # (..., D)
         ctx.save_for_backward(xr, r, weight)
+        # Paddle requires None for an input with stop_gradient (a frozen norm under trainable LoRA adapters)
+        ctx.needs = (not x.stop_gradient, not weight.stop_gradient)
         return xr * expand_to(weight, x.shape)
 
     @staticmethod
     def backward(ctx, grad):
         xr, r, weight = ctx.saved_tensor()
-        gw = grad * expand_to(weight, grad.shape)  # (..., D)
-        dx = expand_to(r, gw.shape) * (gw - xr * expand_to((gw * xr).mean(axis=-1, keepdim=True), gw.shape))
-        return dx, sum_rows(grad * xr)
+        need_x, need_w = ctx.needs
+        dx = None
+        if need_x:
+            gw = grad * expand_to(weight, grad.shape)  # (..., D)
+            dx = expand_to(r, gw.shape) * (gw - xr * expand_to((gw * xr).mean(axis=-1, keepdim=True), gw.shape))
+        return dx, sum_rows(grad * xr) if need_w else None
 
 
 @register("rms_norm", "gemm_grad")
