@@ -43,8 +43,8 @@ def make(args, work: str) -> None:
     """Tiny checkpoint in work/ckpt, counting images as PNG and rows.json (full prompt text per row)."""
     sys.path.insert(0, REPO)
     from paddlemix_r1.data.synthetic import counting_rows
-    from paddlemix_r1.grpo.config import DEFAULT_TEMPLATES
     from paddlemix_r1.models import build_tiny_checkpoint
+    from paddlemix_r1.tasks import get_task
 
     ckpt = os.path.join(work, "ckpt")
     build_tiny_checkpoint(
@@ -83,7 +83,7 @@ def make(args, work: str) -> None:
                 "id": row["id"],
                 "image": path,
                 "solution": row["solution"],
-                "prompt": DEFAULT_TEMPLATES["counting"].format(Question=row["problem"]),
+                "prompt": get_task("counting").prompt(row),  # the training prompt
             }
         )
     with open(os.path.join(work, "rows.json"), "w") as f:

@@ -21,10 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from paddlemix_r1.data.synthetic import counting_rows
-from paddlemix_r1.eval.prompts import get_prompt
+from paddlemix_r1.tasks import row_conversation
 
 TEST_NAME = "synthetic_counting_test"
 MAX_COUNT = 3
+PROMPT_METHOD = "r1"
+"""The demo trains with the evaluation prompt (the counting task's ``r1`` template), not R1-V's training one."""
 
 
 @dataclass
@@ -118,7 +120,6 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None) -> dict:
     t_start = time.perf_counter()
     os.makedirs(output_dir, exist_ok=True)
     paddle.seed(s.seed)
-    template = get_prompt("counting", "r1").template  # train with the evaluator's exact prompt
 
     base = os.path.join(output_dir, "base-model")
     build_tiny_checkpoint(base, family="qwen2_5_vl", seed=s.seed, hidden=128, layers=2, vision_dim=64,
@@ -136,8 +137,7 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None) -> dict:
     model = from_pretrained(base)
 
     def conversation(r):
-        return [{"role": "user", "content": [{"type": "image"}, {"type": "text",
-                                                                  "text": template.format(Question=r["problem"])}]}]
+        return row_conversation(r, PROMPT_METHOD)
 
     def answer(r, rng):
         k = r["solution"] if s.sft_true_answers else int(rng.integers(1, MAX_COUNT + 1))
@@ -152,7 +152,7 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None) -> dict:
 
     print(f"[demo] GRPO, {s.grpo_steps} steps x {s.prompts_per_step} prompts x {s.num_generations} completions")
     grpo_dir = os.path.join(output_dir, "grpo")
-    cfg = GRPOConfig(model_name_or_path=sft_dir, output_dir=grpo_dir, task="counting", prompt_template=template,
+    cfg = GRPOConfig(model_name_or_path=sft_dir, output_dir=grpo_dir, task="counting", task_type=PROMPT_METHOD,
                      reward_funcs=["counting", "format"], reward_weights=[1.0, 0.5], beta=s.beta,
                      temperature=s.temperature,
                      num_generations=s.num_generations, prompts_per_step=s.prompts_per_step,

@@ -1,16 +1,23 @@
-"""Training-set readers: every supported format comes out in one row format.
+"""Readers: every supported file format comes out in one row format, for training AND evaluation.
 
-A row (the same as ``synthetic``'s)::
+This is the one reader per file format: ``read_training_files`` (training) and the evaluation
+readers (``paddlemix_r1.eval.data``, through ``read_sourced_rows``) parse files with this code.
 
-    id        str, "<file stem>/<row id or 0-based index>"
-    images    list of image file paths (str), in the order the prompt shows them
-    problem   the raw question: no answer-format template, no "<image>" placeholders
-    solution  int (counting) | [x1, y1, x2, y2] floats in ORIGINAL pixels (rec) | str without
-              <answer> tags (geoqa)
-    task      "counting" | "rec" | "geoqa" (the ``task`` argument; files do not carry it)
-    ...       every other field of the source row ("normal_caption", "thinking", ...), passed to
-              the reward functions as columns. All rows returned by one call have the same keys; a
-              field some sources lack is None in their rows.
+A row (the same as ``synthetic``'s; ``paddlemix_r1.tasks.rows`` documents it)::
+
+    id                  str, "<file stem>/<row id or 0-based index>"
+    images              list of image file paths (str), in the order the prompt shows them
+    problem             the raw question: no answer-format template, no "<image>" placeholders
+    solution            the gold answer as the row's task parses it (``Task.parse_solution``): int
+                        (counting) | [x1, y1, x2, y2] floats in ORIGINAL pixels (rec) | str without
+                        <answer> tags (geoqa, general)
+    task                the row's own ``task`` field if it has one (so one file can mix tasks), else
+                        the ``task`` argument; an unknown name is an error naming the row
+    accu_reward_method  the row's own field if set, else its file's ``reward_methods`` entry, else
+                        "default" (VLM-R1's semantics); the ``accuracy`` reward dispatches on it
+    ...                 every other field of the source row ("normal_caption", "thinking", ...), passed to
+                        the reward functions as columns. All rows returned by one call have the same keys; a
+                        field some sources lack is None in their rows.
 
 Formats, told apart by content where the extension is ambiguous (``detect_format``):
 
@@ -44,13 +51,15 @@ otherwise ``image`` (one path or a list), ``problem``, ``solution``.
 Several files and image folders may be given in one string separated by ':' (VLM-R1's
 ``--data_file_paths a.jsonl:b.jsonl --image_folders A:B``). One image root serves every file;
 otherwise there must be one per file, paired in order. Image roots are ignored for images stored
-inside parquet / arrow shards.
+inside parquet / arrow shards. ``reward_methods`` (VLM-R1's ``--reward_method a:b``) gives exactly
+one accuracy method per file; a data-config YAML counts as one file (its entries share the method).
 
 Images. Rows hold image PATHS, opened when a batch is built (``load_image``: EXIF orientation
 applied, RGB) -- the training sets hold tens of thousands of images, too many to keep decoded.
 At read time every image is checked (``check_images``): "open" (default) opens each distinct file
 and reads its header (missing files, non-images, broken headers); "decode" decodes it completely
-(also truncated data; slower). Images stored inside parquet / arrow shards are written once, byte
+(also truncated data; slower); "none" checks nothing (evaluation, which records an unreadable
+image as that sample's error). Images stored inside parquet / arrow shards are written once, byte
 for byte, to ``cache_dir`` (default ``$PADDLEMIX_R1_CACHE/images`` or
 ``~/.cache/paddlemix_r1/images``; one folder per shard, keyed by its path, size and mtime) and the
 rows point at those files.
@@ -80,15 +89,12 @@ from typing import Any
 from PIL import Image
 
 from paddlemix_r1.processing.image_processor import load_image
-from paddlemix_r1.rewards.counting import gold_count
-from paddlemix_r1.rewards.math_answer import gold_text
-from paddlemix_r1.rewards.rec import gold_box
+from paddlemix_r1.tasks import Task, get_task, row_accuracy_method, row_task
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("counting", "rec", "geoqa")
-CORE_KEYS = ("id", "images", "problem", "solution", "task")
-CHECK_IMAGES = ("open", "decode")
+CORE_KEYS = ("id", "images", "problem", "solution", "task", "accu_reward_method")
+CHECK_IMAGES = ("open", "decode", "none")
 IMAGE_PLACEHOLDER = "<image>"
 
 
@@ -228,19 +234,9 @@ def detect_format(path: str) -> str:
 # ----- row conversion ---------------------------------------------------------------------------
 
 
-def _gold_box_list(value: Any, where: str) -> list[float]:
-    box = [float(v) for v in gold_box(value, where=where)]
-    if not all(math.isfinite(v) for v in box):
-        raise ValueError(f"{where}: gold box must be finite, got {value!r}")
-    return box
-
-
-_SOLUTIONS: dict[str, Callable[..., Any]] = {"counting": gold_count, "rec": _gold_box_list, "geoqa": gold_text}
-
-
-def _solution(value: Any, task: str, where: str, field: str) -> Any:
+def _solution(value: Any, task: Task, where: str, field: str) -> Any:
     try:
-        return _SOLUTIONS[task](value, where=f"{where}: field {field!r}")
+        return task.parse_solution(value, where=f"{where}: field {field!r}")
     except (TypeError, ValueError) as e:
         raise DatasetError(str(e)) from None
 
@@ -284,14 +280,19 @@ def _row_id(stem: str, row: Mapping[str, Any], index: int) -> str:
     return f"{stem}/{rid}" if isinstance(rid, (str, int)) and not isinstance(rid, bool) else f"{stem}/{index}"
 
 
-def _from_problem_row(row: Mapping, where: str, task: str) -> tuple[list[str], str, Any, dict]:
+# A converter reads one source row: (relative image paths, problem, raw gold answer, the field the gold
+# answer came from, extra fields). The gold answer is parsed afterwards by the row's task.
+Converted = tuple[list[str], str, Any, str, dict]
+
+
+def _from_problem_row(row: Mapping, where: str) -> Converted:
     images = _relative_paths(_require(row, "image", where), where, "image")
     problem = _require_text(row, "problem", where)
-    solution = _solution(_require(row, "solution", where), task, where, "solution")
-    return images, problem, solution, _extras(row, ("image", "problem", "solution"))
+    solution = _require(row, "solution", where)
+    return images, problem, solution, "solution", _extras(row, ("image", "problem", "solution"))
 
 
-def _from_conversation_row(row: Mapping, where: str, task: str) -> tuple[list[str], str, Any, dict]:
+def _from_conversation_row(row: Mapping, where: str) -> Converted:
     images = _relative_paths(_require(row, "image", where), where, "image")
     turns = _require(row, "conversations", where)
     if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
@@ -313,18 +314,32 @@ def _from_conversation_row(row: Mapping, where: str, task: str) -> tuple[list[st
     answer = gpt[0].get("value")
     if answer is None:
         raise DatasetError(f"{where}: the first gpt turn has no 'value'")
-    solution = _solution(answer, task, where, "conversations[gpt].value")
-    return images, problem, solution, _extras(row, ("image", "conversations"))
+    return images, problem, answer, "conversations[gpt].value", _extras(row, ("image", "conversations"))
 
 
-def _from_test_row(row: Mapping, where: str, task: str) -> tuple[list[str], str, Any, dict]:
+def _from_test_row(row: Mapping, where: str) -> Converted:
     images = _relative_paths(_require(row, "image_path", where), where, "image_path")
     problem = _require_text(row, "question", where)
-    solution = _solution(_require(row, "ground_truth", where), task, where, "ground_truth")
-    return images, problem, solution, _extras(row, ("image_path", "question", "ground_truth"))
+    solution = _require(row, "ground_truth", where)
+    return images, problem, solution, "ground_truth", _extras(row, ("image_path", "question", "ground_truth"))
 
 
-def _row_schema(row: Any) -> Callable[..., tuple[list[str], str, Any, dict]]:
+def _finish_row(obj: Mapping[str, Any], where: str, row_id: str, images: list[str], problem: str, raw: Any,
+                field: str, extras: dict, default_task: str, reward_method: str | None) -> dict:
+    """The row in the reader format: its task resolved (own ``task`` field, else the default), the gold
+    answer parsed by that task, its accuracy method set (own, else the file's, else "default")."""
+    try:
+        task = row_task(obj, default_task, where)
+        method = row_accuracy_method(obj, reward_method, where)
+        task.check_fields(extras, where)
+    except ValueError as e:
+        raise DatasetError(str(e)) from None
+    solution = _solution(raw, task, where, field)
+    return {"id": row_id, "images": images, "problem": problem, "solution": solution, "task": task.name,
+            **extras, "accu_reward_method": method}
+
+
+def _row_schema(row: Any) -> Callable[[Mapping, str], Converted]:
     if isinstance(row, dict):
         if "conversations" in row:
             return _from_conversation_row
@@ -352,6 +367,8 @@ class _ImageChecker:
         return self._seen[path]
 
     def _check(self, path: str) -> str | None:
+        if self.mode == "none":
+            return None
         if not os.path.isfile(path):
             return f"image file not found: {path}"
         try:
@@ -365,6 +382,8 @@ class _ImageChecker:
         return None
 
     def check_bytes(self, data: bytes) -> str | None:
+        if self.mode == "none":
+            return None
         try:
             with Image.open(io.BytesIO(data)) as im:
                 if self.mode == "decode":
@@ -376,11 +395,12 @@ class _ImageChecker:
 
 # ----- readers per format -----------------------------------------------------------------------
 
-# A reader yields, per row, either a finished row dict or a DatasetError for a bad row.
+# A reader yields, per row, ("<file>:<line>" or "<file>:row <N>", the finished row dict or a DatasetError).
 RowResult = dict | DatasetError
 
 
-def _read_json_rows(path: str, kind: str, root: str, task: str, checker: _ImageChecker) -> Iterator[RowResult]:
+def _read_json_rows(path: str, kind: str, root: str, task: str, reward_method: str | None,
+                    checker: _ImageChecker) -> Iterator[tuple[str, RowResult]]:
     stem = Path(path).stem
     if kind == "json":
         with open(path, encoding="utf-8-sig") as f:
@@ -391,25 +411,23 @@ def _read_json_rows(path: str, kind: str, root: str, task: str, checker: _ImageC
     for index, (line, obj) in enumerate(records):
         where = f"{path}:{line}"
         if isinstance(obj, DatasetError):
-            yield obj
+            yield where, obj
             continue
         if not isinstance(obj, dict):
-            yield DatasetError(f"{where}: row must be a JSON object, got {type(obj).__name__}")
+            yield where, DatasetError(f"{where}: row must be a JSON object, got {type(obj).__name__}")
             continue
         convert = convert or _row_schema(obj)
         try:
-            rel_images, problem, solution, extras = convert(obj, where, task)
+            rel_images, problem, raw, field, extras = convert(obj, where)
+            images = [join_image(root, p) for p in rel_images]
+            bad = next((r for r in map(checker.check_path, images) if r is not None), None)
+            if bad is not None:
+                key = "image_path" if convert is _from_test_row else "image"
+                raise DatasetError(f"{where}: field {key!r}: {bad}")
+            yield where, _finish_row(obj, where, _row_id(stem, obj, index), images, problem, raw, field, extras,
+                                     task, reward_method)
         except DatasetError as e:
-            yield e
-            continue
-        images = [join_image(root, p) for p in rel_images]
-        bad = next((r for r in map(checker.check_path, images) if r is not None), None)
-        if bad is not None:
-            key = "image_path" if convert is _from_test_row else "image"
-            yield DatasetError(f"{where}: field {key!r}: {bad}")
-            continue
-        yield {"id": _row_id(stem, obj, index), "images": images, "problem": problem, "solution": solution,
-               "task": task, **extras}
+            yield where, e
 
 
 def _default_cache_dir() -> str:
@@ -467,8 +485,8 @@ def _iter_table_rows(path: str, kind: str) -> Iterator[dict]:
         raise DatasetError(f"{path}: cannot read the {kind} file: {e}") from None
 
 
-def _read_table_rows(path: str, kind: str, root: str, task: str, checker: _ImageChecker,
-                     cache_dir: str) -> Iterator[RowResult]:
+def _read_table_rows(path: str, kind: str, root: str, task: str, reward_method: str | None,
+                     checker: _ImageChecker, cache_dir: str) -> Iterator[tuple[str, RowResult]]:
     stem = Path(path).stem
     folder = _shard_cache_dir(path, cache_dir)
     for index, obj in enumerate(_iter_table_rows(path, kind)):
@@ -477,9 +495,9 @@ def _read_table_rows(path: str, kind: str, root: str, task: str, checker: _Image
         try:
             refs = _image_list(_require(obj, key, where), where, key)
             problem = _require_text(obj, "problem", where)
-            solution = _solution(_require(obj, "solution", where), task, where, "solution")
+            raw = _require(obj, "solution", where)
         except DatasetError as e:
-            yield e
+            yield where, e
             continue
         images, bad = [], None
         for k, ref in enumerate(refs):
@@ -500,10 +518,13 @@ def _read_table_rows(path: str, kind: str, root: str, task: str, checker: _Image
             if bad is not None:
                 break
         if bad is not None:
-            yield DatasetError(f"{where}: field {key!r}: {bad}")
+            yield where, DatasetError(f"{where}: field {key!r}: {bad}")
             continue
-        yield {"id": _row_id(stem, obj, index), "images": images, "problem": problem, "solution": solution,
-               "task": task, **_extras(obj, (key, "problem", "solution"))}
+        try:
+            yield where, _finish_row(obj, where, _row_id(stem, obj, index), images, problem, raw, "solution",
+                                     _extras(obj, (key, "problem", "solution")), task, reward_method)
+        except DatasetError as e:
+            yield where, e
 
 
 _SPLIT_WORDS = {"train": "train", "test": "test", "validation": "validation", "val": "validation", "dev": "validation"}
@@ -580,35 +601,92 @@ def _yaml_entries(path: str, root: str) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def _read_one(path: str, root: str, task: str, checker: _ImageChecker, cache_dir: str,
-              seed: int, skipped: list[str], skip_bad: bool) -> list[dict]:
+SourcedRow = tuple[str, dict]
+"""("<file>:<line>" or "<file>:row <N>", row): a row and where it was read."""
+
+
+def _read_one(path: str, root: str, task: str, reward_method: str | None, checker: _ImageChecker,
+              cache_dir: str, seed: int, skipped: list[str], skip_bad: bool) -> list[SourcedRow]:
     kind = detect_format(path)
     if kind == "yaml":
         rows = []
         for file, entry_root, strategy, where in _yaml_entries(path, root):
             if detect_format(file) == "yaml":
                 raise DatasetError(f"{where}: a data config cannot list another data config ({file})")
-            part = _read_one(file, entry_root, task, checker, cache_dir, seed, skipped, skip_bad)
+            part = _read_one(file, entry_root, task, reward_method, checker, cache_dir, seed, skipped, skip_bad)
             rows.extend(_sample(part, strategy, where, seed))
         return rows
     if kind == "hf_dir":
         rows = []
         for shard in dataset_dir_files(path):
-            rows.extend(_read_one(shard, root, task, checker, cache_dir, seed, skipped, skip_bad))
+            rows.extend(_read_one(shard, root, task, reward_method, checker, cache_dir, seed, skipped, skip_bad))
         return rows
     if kind in ("json", "jsonl"):
-        results: Iterable[RowResult] = _read_json_rows(path, kind, root, task, checker)
+        results: Iterable[tuple[str, RowResult]] = _read_json_rows(path, kind, root, task, reward_method, checker)
     else:
-        results = _read_table_rows(path, kind, root, task, checker, cache_dir)
+        results = _read_table_rows(path, kind, root, task, reward_method, checker, cache_dir)
     rows = []
-    for result in results:
+    for where, result in results:
         if isinstance(result, DatasetError):
             if not skip_bad:
                 raise result
             skipped.append(str(result))
         else:
-            rows.append(result)
+            rows.append((where, result))
     return rows
+
+
+def _per_file(values: str | Sequence[str], count: int, what: str) -> list[str]:
+    """``values`` (a list or ':'-separated) as one entry per data file: one for all, or exactly one each."""
+    items = split_paths(values)
+    if len(items) == 1:
+        return items * count
+    if len(items) != count:
+        raise ValueError(f"got {count} data files but {len(items)} {what}: give one, or one per file")
+    return items
+
+
+def read_sourced_rows(
+    files: str | Sequence[str],
+    image_root: str | Sequence[str],
+    task: str,
+    skip_bad: bool = False,
+    *,
+    reward_methods: str | Sequence[str] | None = None,
+    check_images: str = "open",
+    cache_dir: str | None = None,
+    seed: int = 0,
+) -> tuple[list[SourcedRow], list[str]]:
+    """``read_training_files`` with each row's "<file>:<line>": ([(where, row), ...], skipped messages).
+
+    The evaluation readers use it (``check_images="none"``: a missing image is a per-sample error
+    there), so training and evaluation parse every file format with the same code.
+    """
+    get_task(task)  # the default task must exist even if every row names its own
+    paths = [p for p in split_paths(files) if p]
+    if not paths:
+        raise ValueError("no training files given")
+    roots = _per_file(image_root, len(paths), "image roots")
+    methods: list[str | None] = [None] * len(paths)
+    if reward_methods is not None:
+        methods = list(split_paths(reward_methods))
+        if len(methods) != len(paths):
+            raise ValueError(f"got {len(paths)} data files but {len(methods)} reward methods: give one reward "
+                             "method per data file (VLM-R1's --reward_method a:b)")
+        if not all(methods):
+            raise ValueError(f"reward methods must be non-empty names, got {reward_methods!r}")
+    checker = _ImageChecker(check_images)
+    cache = cache_dir if cache_dir is not None else _default_cache_dir()
+    rows: list[SourcedRow] = []
+    skipped: list[str] = []
+    for path, root, method in zip(paths, roots, methods):
+        rows.extend(_read_one(path, root, task, method, checker, cache, seed, skipped, skip_bad))
+    if skipped:
+        logger.warning("skipped %d bad row(s) in %s; first: %s", len(skipped), ", ".join(paths), skipped[0])
+    if not rows:
+        raise DatasetError(f"no usable rows in {', '.join(paths)}" + (f" ({len(skipped)} skipped)" if skipped else ""))
+    keys = list(dict.fromkeys(k for _, row in rows for k in row))
+    return [(where, {k: row.get(k) for k in keys}) for where, row in rows], skipped
 
 
 def read_training_files(
@@ -617,44 +695,30 @@ def read_training_files(
     task: str,
     skip_bad: bool = False,
     *,
+    reward_methods: str | Sequence[str] | None = None,
     check_images: str = "open",
     cache_dir: str | None = None,
     seed: int = 0,
 ) -> TrainingRows:
     """Read training rows from ``files`` (see the module docstring for formats and the row format).
 
-    files:        data files / dataset directories / data-config YAMLs; each entry may hold several
-                  paths separated by ':'.
-    image_root:   the folder image paths are relative to: one for all files, or one per file
-                  (a list or a ':'-separated string, paired with ``files`` in order).
-    task:         "counting" | "rec" | "geoqa": how ``solution`` is parsed and the rows' ``task``.
-    skip_bad:     leave bad rows out (listed in the result's ``skipped``) instead of raising.
-    check_images: "open" (read each image's header) or "decode" (decode every image fully).
-    cache_dir:    where images stored inside parquet / arrow shards are written.
-    seed:         seed of YAML ``random:`` sampling.
+    files:          data files / dataset directories / data-config YAMLs; each entry may hold several
+                    paths separated by ':'.
+    image_root:     the folder image paths are relative to: one for all files, or one per file
+                    (a list or a ':'-separated string, paired with ``files`` in order).
+    task:           the task of rows that name none (``tasks.list_tasks()``: rec, counting, geoqa,
+                    general); a row's own ``task`` field wins. The task parses ``solution``.
+    skip_bad:       leave bad rows out (listed in the result's ``skipped``) instead of raising.
+    reward_methods: VLM-R1's per-file accuracy method (``--reward_method a:b``): exactly one per data
+                    file (a list or ':'-separated). None: "default" for every file. A row's own
+                    ``accu_reward_method`` wins. Every row gets the ``accu_reward_method`` field.
+    check_images:   "open" (read each image's header), "decode" (decode every image fully) or "none".
+    cache_dir:      where images stored inside parquet / arrow shards are written.
+    seed:           seed of YAML ``random:`` sampling.
 
     Raises DatasetError (``<file>:<line>: ...``) for a bad row unless ``skip_bad``, and always for
     an unreadable file or when no row is left.
     """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    paths = [p for p in split_paths(files) if p]
-    if not paths:
-        raise ValueError("no training files given")
-    roots = split_paths(image_root)
-    if len(roots) != 1 and len(roots) != len(paths):
-        raise ValueError(f"got {len(paths)} data files but {len(roots)} image roots: give one root, or one per file")
-    roots = roots * len(paths) if len(roots) == 1 else roots
-    checker = _ImageChecker(check_images)
-    cache = cache_dir if cache_dir is not None else _default_cache_dir()
-    rows: list[dict] = []
-    skipped: list[str] = []
-    for path, root in zip(paths, roots):
-        rows.extend(_read_one(path, root, task, checker, cache, seed, skipped, skip_bad))
-    if skipped:
-        logger.warning("skipped %d bad row(s) in %s; first: %s", len(skipped), ", ".join(paths), skipped[0])
-    if not rows:
-        raise DatasetError(f"no usable rows in {', '.join(paths)}" + (f" ({len(skipped)} skipped)" if skipped else ""))
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    uniform = [{k: row.get(k) for k in keys} for row in rows]
-    return TrainingRows(uniform, skipped)
+    rows, skipped = read_sourced_rows(files, image_root, task, skip_bad, reward_methods=reward_methods,
+                                      check_images=check_images, cache_dir=cache_dir, seed=seed)
+    return TrainingRows((row for _, row in rows), skipped)

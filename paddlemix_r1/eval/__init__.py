@@ -1,28 +1,31 @@
-"""Evaluation shared by eval/test_rec.py and eval/test_r1-v.py: readers, prompts, the loop, the CLIs."""
+"""Evaluation shared by eval/test_rec.py and eval/test_r1-v.py: rows, the loop, the CLIs.
+
+Prompts, answer parsing and metrics are the tasks' (``paddlemix_r1.tasks``; the one prompt table is
+``paddlemix_r1.tasks.prompts.PROMPTS``, re-exported here); files are read by ``paddlemix_r1.data.readers``.
+"""
 
 from paddlemix_r1.eval.data import (
     DatasetError,
     EvalRow,
     read_counting_jsonl,
+    read_eval_rows,
     read_geoqa_jsonl,
     read_rec_json,
     select_rows,
 )
 from paddlemix_r1.eval.evaluator import (
+    METHODS,
     EvalSample,
     EvalSummary,
     GenerateFn,
+    SampleScore,
     evaluate,
     format_table,
 )
-from paddlemix_r1.eval.prompts import (
-    PROMPTS,
-    PromptTemplate,
-    build_conversation,
-    get_prompt,
-)
+from paddlemix_r1.tasks import PROMPTS, PromptTemplate, build_conversation, get_prompt
 
 __all__ = [
+    "METHODS",
     "PROMPTS",
     "DatasetError",
     "EvalRow",
@@ -30,11 +33,13 @@ __all__ = [
     "EvalSummary",
     "GenerateFn",
     "PromptTemplate",
+    "SampleScore",
     "build_conversation",
     "evaluate",
     "format_table",
     "get_prompt",
     "read_counting_jsonl",
+    "read_eval_rows",
     "read_geoqa_jsonl",
     "read_rec_json",
     "select_rows",

@@ -20,26 +20,17 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from paddlemix_r1.eval.data import (
-    EvalRow,
-    read_counting_jsonl,
-    read_geoqa_jsonl,
-    read_rec_json,
-    select_rows,
-)
-from paddlemix_r1.eval.evaluator import EvalSample, EvalSummary, GenerateFn, evaluate, format_table
-from paddlemix_r1.eval.prompts import METHODS
+from paddlemix_r1.eval.data import EvalRow, read_eval_rows, select_rows
+from paddlemix_r1.eval.evaluator import METHODS, EvalSample, EvalSummary, GenerateFn, evaluate, format_table
 from paddlemix_r1.processing.image_processor import ImageProcessor
 from paddlemix_r1.rewards.coords import MODEL_FAMILIES
+from paddlemix_r1.tasks import get_task
 
-READERS = {
-    "rec": (read_rec_json, ".json"),
-    "counting": (read_counting_jsonl, ".jsonl"),
-    "geoqa": (read_geoqa_jsonl, ".jsonl"),
-}
-# Generation budgets of the reference scripts: VLM-R1 / PaddleMIX REC and R1-V counting use 256
-# new tokens, R1-V GeoQA 1024 (its reasoning chains are longer).
-DEFAULT_MAX_NEW_TOKENS = {"rec": 256, "counting": 256, "geoqa": 1024}
+# The published test sets' file names: <data_root>/<dataset><extension>.
+EXTENSIONS = {"rec": ".json", "counting": ".jsonl", "geoqa": ".jsonl", "ovd": ".jsonl"}
+# Generation budgets of the reference scripts (each task's ``max_new_tokens``): VLM-R1 / PaddleMIX
+# REC and R1-V counting use 256 new tokens, R1-V GeoQA 1024 (its reasoning chains are longer).
+DEFAULT_MAX_NEW_TOKENS = {task: get_task(task).max_new_tokens for task in EXTENSIONS}
 
 
 def _common_parser(
@@ -121,6 +112,16 @@ def r1v_parser() -> argparse.ArgumentParser:
         help="scoring of every dataset; auto: 'geo' in the name -> geoqa, 'count' or 'clevr' -> counting",
     )
     return p
+
+
+def ovd_parser() -> argparse.ArgumentParser:
+    """Parser of eval/test_ovd.py (open-vocabulary detection)."""
+    return _common_parser(
+        "test_ovd.py",
+        "Evaluate open-vocabulary detection: COCO mAP / AP50 and greedy P/R@0.5 over the set, accuracy per row.",
+        ["ovd_test"],
+        None,
+    )
 
 
 def infer_r1v_task(dataset: str) -> str:
@@ -206,11 +207,11 @@ def build_generate_fn(args: argparse.Namespace, image_processor: ImageProcessor 
 def _load_datasets(args: argparse.Namespace, task_of: dict[str, str]) -> dict[str, list[EvalRow]]:
     datasets = {}
     for name in args.test_datasets:
-        reader, ext = READERS[task_of[name]]
-        path = os.path.join(args.data_root, name + ext)
+        task = task_of[name]
+        path = os.path.join(args.data_root, name + EXTENSIONS[task])
         if not os.path.isfile(path):
             raise FileNotFoundError(f"dataset {name!r}: no file {path}")
-        datasets[name] = select_rows(reader(path, args.image_root), args.sample_num, args.seed)
+        datasets[name] = select_rows(read_eval_rows(path, args.image_root, task), args.sample_num, args.seed)
     return datasets
 
 
@@ -221,9 +222,11 @@ def run(args: argparse.Namespace, task_of: dict[str, str]) -> list[EvalSummary]:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     datasets = _load_datasets(args, task_of)
     if args.max_new_tokens is None:
-        # one generator serves every dataset of the run: give it the largest per-task budget
-        args.max_new_tokens = max(DEFAULT_MAX_NEW_TOKENS[task] for task in task_of.values())
-    needs_boxes = "rec" in task_of.values()
+        # one generator serves every dataset of the run: give it the largest per-task budget (on a copy:
+        # the caller's namespace is left as it was)
+        budget = max(get_task(task).max_new_tokens for task in task_of.values())
+        args = argparse.Namespace(**{**vars(args), "max_new_tokens": budget})
+    needs_boxes = any(get_task(task).uses_boxes for task in task_of.values())
     model_family = resolve_model_family(args) if needs_boxes else None
     image_processor = resolve_image_processor(args) if needs_boxes else None
     generate_fn = build_generate_fn(args, image_processor)
@@ -287,4 +290,11 @@ def main_r1v(argv: Sequence[str] | None = None) -> int:
     else:
         task_of = {name: args.task for name in args.test_datasets}
     run(args, task_of)
+    return 0
+
+
+def main_ovd(argv: Sequence[str] | None = None) -> int:
+    """Entry point of eval/test_ovd.py."""
+    args = ovd_parser().parse_args(argv)
+    run(args, {name: "ovd" for name in args.test_datasets})
     return 0

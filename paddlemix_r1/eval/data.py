@@ -1,4 +1,4 @@
-"""Readers for the evaluation sets and the seeded subsampling of ``--sample_num``.
+"""The evaluation sets as ``EvalRow`` s, read by the one reader per file format, and ``--sample_num``.
 
 Input formats (as distributed with PaddleMIX R1-MLLM / VLM-R1 / R1-V):
 
@@ -10,23 +10,22 @@ SuperCLEVR jsonl (``<data_root>/<name>.jsonl``): one row per line
     ``{"image_path": "./images/superCLEVR_new_025000.png", "question": "...", "ground_truth": 4}``.
 GeoQA jsonl: the same fields with string answers (``"ground_truth": "140°"``).
 
-A malformed row raises DatasetError (a ValueError) naming the file and line: a broken test set
-must not turn into a quietly different accuracy. Images are NOT opened here; a missing or
-unreadable image is a per-sample error the evaluator records and counts (see ``evaluate``).
+Files are parsed by ``paddlemix_r1.data.readers`` (the training reader: same schemas, same gold
+parsing by the task, same ``<file>:<line>`` errors). A malformed row raises DatasetError (a
+ValueError) naming the file and line: a broken test set must not turn into a quietly different
+accuracy. Images are NOT opened here; a missing or unreadable image is a per-sample error the
+evaluator records and counts (see ``evaluate``).
 """
 
 from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from paddlemix_r1.data.readers import DatasetError, iter_json_list, iter_jsonl, join_image
-from paddlemix_r1.rewards.counting import gold_count
-from paddlemix_r1.rewards.math_answer import gold_text
-from paddlemix_r1.rewards.rec import gold_box
+from paddlemix_r1.data.readers import DatasetError, read_sourced_rows
 
 
 @dataclass(frozen=True)
@@ -36,10 +35,11 @@ class EvalRow:
     id:       "<dataset>/<index>", index = 0-based position in the file (stable across runs).
     image:    image path, ``image_root`` joined with the row's relative path.
     question: the question text (REC ``problem``, SuperCLEVR / GeoQA ``question``).
-    solution: the gold answer: [x1, y1, x2, y2] in original pixels (REC), int (counting), str (GeoQA).
+    solution: the gold answer in the task's canonical form: [x1, y1, x2, y2] in original pixels
+              (rec), int (counting), str (geoqa).
     source:   "<file>:<line>" of the row, for messages.
     caption:  REC ``normal_caption`` (the object phrase alone; the REC baseline prompt uses it).
-    fields:   the row as read, for the per-sample output.
+    fields:   the row in the readers' format (``paddlemix_r1.tasks.rows``).
     """
 
     id: str
@@ -50,77 +50,38 @@ class EvalRow:
     caption: str | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
 
+    def prompt_fields(self) -> dict[str, Any]:
+        """The row as the prompt templates read it (``problem``, ``normal_caption``), from this row's values."""
+        return {**self.fields, "problem": self.question, "normal_caption": self.caption}
+
 
 def _dataset_name(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def _require_str(row: Mapping[str, Any], key: str, where: str) -> str:
-    if key not in row:
-        raise DatasetError(f"{where}: missing field {key!r} (fields: {sorted(row)})")
-    value = row[key]
-    if not isinstance(value, str) or not value.strip():
-        raise DatasetError(f"{where}: field {key!r} must be a non-empty string, got {value!r}")
-    return value
+def read_eval_rows(path: str, image_root: str, task: str) -> list[EvalRow]:
+    """Every row of one evaluation file, in file order, read as ``task`` rows (one image each)."""
+    sourced, _ = read_sourced_rows([path], image_root, task, check_images="none")
+    name = _dataset_name(path)
+    rows = []
+    for index, (where, row) in enumerate(sourced):
+        if row["task"] != task:
+            raise DatasetError(f"{where}: the row's task is {row['task']!r}, this evaluation is {task!r}")
+        if len(row["images"]) != 1:
+            raise DatasetError(f"{where}: evaluation reads one image per row, got {len(row['images'])}")
+        rows.append(EvalRow(f"{name}/{index}", row["images"][0], row["problem"], row["solution"], where,
+                            row.get("normal_caption"), row))
+    return rows
 
 
 def read_rec_json(path: str, image_root: str) -> list[EvalRow]:
     """Rows of a REC json file (a JSON list; see the module docstring)."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    name = _dataset_name(path)
-    rows = []
-    for index, (line, row) in enumerate(iter_json_list(text, path)):
-        where = f"{path}:{line}"
-        if not isinstance(row, dict):
-            raise DatasetError(f"{where}: row must be a JSON object, got {type(row).__name__}")
-        image = _require_str(row, "image", where)
-        question = _require_str(row, "problem", where)
-        if "solution" not in row:
-            raise DatasetError(f"{where}: missing field 'solution'")
-        try:
-            solution = list(gold_box(row["solution"], where=f"{where}: field 'solution'"))
-        except (TypeError, ValueError) as e:
-            raise DatasetError(str(e)) from None
-        caption = row.get("normal_caption")
-        if caption is not None and not isinstance(caption, str):
-            raise DatasetError(f"{where}: field 'normal_caption' must be a string, got {caption!r}")
-        rows.append(EvalRow(f"{name}/{index}", join_image(image_root, image), question, solution, where, caption, row))
-    return rows
-
-
-def _read_jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Rows of a JSON Lines file; the first malformed line raises (evaluation never skips rows)."""
-    for line_no, row in iter_jsonl(path):
-        if isinstance(row, DatasetError):
-            raise row
-        if not isinstance(row, dict):
-            raise DatasetError(f"{path}:{line_no}: row must be a JSON object, got {type(row).__name__}")
-        yield line_no, row
-
-
-def _read_r1v_jsonl(path: str, image_root: str, check_gold: Any) -> list[EvalRow]:
-    name = _dataset_name(path)
-    rows = []
-    for index, (line_no, row) in enumerate(_read_jsonl(path)):
-        where = f"{path}:{line_no}"
-        image = _require_str(row, "image_path", where)
-        question = _require_str(row, "question", where)
-        if "ground_truth" not in row:
-            raise DatasetError(f"{where}: missing field 'ground_truth'")
-        try:
-            check_gold(row["ground_truth"], where=f"{where}: field 'ground_truth'")
-        except (TypeError, ValueError) as e:
-            raise DatasetError(str(e)) from None
-        rows.append(
-            EvalRow(f"{name}/{index}", join_image(image_root, image), question, row["ground_truth"], where, None, row)
-        )
-    return rows
+    return read_eval_rows(path, image_root, "rec")
 
 
 def read_counting_jsonl(path: str, image_root: str) -> list[EvalRow]:
     """Rows of a SuperCLEVR-style counting jsonl; ``ground_truth`` must be an integer count."""
-    return _read_r1v_jsonl(path, image_root, gold_count)
+    return read_eval_rows(path, image_root, "counting")
 
 
 def read_geoqa_jsonl(path: str, image_root: str) -> list[EvalRow]:
@@ -129,7 +90,7 @@ def read_geoqa_jsonl(path: str, image_root: str) -> list[EvalRow]:
     Only the type is checked here; whether math_verify can parse a gold answer is checked when it
     is scored (that needs the math worker).
     """
-    return _read_r1v_jsonl(path, image_root, gold_text)
+    return read_eval_rows(path, image_root, "geoqa")
 
 
 def select_rows(rows: Sequence[EvalRow], sample_num: int | None, seed: int) -> list[EvalRow]:

@@ -1,12 +1,17 @@
-"""The evaluation loop: prompts -> injected generation -> the rewards' parsers -> records + summary.
+"""The evaluation loop: prompts -> injected generation -> the task's metric -> records + summary.
 
 Generation is injected (``generate_fn``) so the loop runs without a model in tests and so the CLI
-can plug in the Paddle model later. Scoring reuses the reward modules' parsing and coordinate code,
-so the evaluator and the training rewards cannot disagree about what an answer says:
+can plug in the Paddle model later. Prompts, answer parsing and scoring are the task's
+(``paddlemix_r1.tasks``), which reuses the reward modules' parsing and coordinate code, so the
+evaluator and the training rewards cannot disagree about what an answer says:
 
 rec       correct iff IoU >= 0.5 in ORIGINAL pixels (the box is mapped from the model's frame)
 counting  correct iff the answered integer equals the gold count
 geoqa     correct iff math_verify says the answer equals the gold ("140°" works)
+general   correct iff the row's VLM-R1 accuracy method scores 1
+
+``--method r1`` reads only the answer block, as training does; ``baseline`` (prompts that need not
+ask for tags) also reads an answer from the whole text when there is no block.
 
 Accuracy is ``correct / n`` over ALL selected rows: a row whose image is missing or unreadable is
 recorded with its error, counted in ``errors`` and scored incorrect, so a broken test set lowers
@@ -17,31 +22,25 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from typing import Any
 
 from PIL import Image
 from tqdm import tqdm
 
 from paddlemix_r1.eval.data import EvalRow
-from paddlemix_r1.eval.prompts import METHODS, build_conversation, get_prompt
 from paddlemix_r1.processing.image_processor import load_image
-from paddlemix_r1.rewards.coords import MODEL_FAMILIES, QWEN2_5_VL
-from paddlemix_r1.rewards.counting import gold_count
-from paddlemix_r1.rewards.math_answer import (
-    MathVerifier,
-    default_verifier,
-    gold_text,
-    score_math_completion,
-)
-from paddlemix_r1.rewards.parsing import parse_count
-from paddlemix_r1.rewards.rec import IOU_THRESHOLD, gold_box, score_rec_completion
+from paddlemix_r1.rewards.coords import QWEN2_5_VL
+from paddlemix_r1.rewards.math_answer import MathVerifier
+from paddlemix_r1.tasks import SampleScore, ScoreContext, build_conversation, get_task
 
-TASKS = ("rec", "counting", "geoqa")
+METHODS = ("r1", "baseline")
+"""The evaluation CLIs' ``--method``: prompt variants every evaluated task has in the prompt table."""
+
+__all__ = ["IMAGE_ERRORS", "METHODS", "EvalSample", "EvalSummary", "GenerateFn", "SampleScore", "evaluate",
+           "format_table"]
 
 # What PIL raises for missing, truncated or undecodable files (UnidentifiedImageError and
 # FileNotFoundError are OSErrors; some plugins raise SyntaxError / EOFError on corrupt headers).
@@ -75,16 +74,6 @@ GenerateFn = Callable[[Sequence[EvalSample]], Sequence[str]]
 ``num_return_sequences=k``. It is built for one ``num_samples`` and sampling setting."""
 
 
-@dataclass(frozen=True)
-class SampleScore:
-    """One completion scored: ``score`` (IoU for rec, else 0/1), ``correct``, the parsed answer."""
-
-    score: float
-    correct: bool
-    parsed: Any
-    status: str | None = None  # math_verify's verdict for geoqa ("timeout", "error", ...)
-
-
 @dataclass
 class EvalSummary:
     """Result of one dataset. ``accuracy`` = correct / n; rows with ``errors`` count as incorrect."""
@@ -100,33 +89,10 @@ class EvalSummary:
     prompt_template: str
     prompt_source: str
     scoring_issues: dict[str, int] = field(default_factory=dict)  # e.g. math timeouts, per status
+    metrics: dict[str, float] = field(default_factory=dict)  # the task's set-level metrics (ovd: mAP, AP50, P, R)
     settings: dict[str, Any] = field(default_factory=dict)
     results_path: str | None = None
     summary_path: str | None = None
-
-
-def _score_rec(completion: str, sample: EvalSample, model_family: str) -> SampleScore:
-    s = score_rec_completion(
-        completion,
-        gold_box(sample.row.solution, sample.row.source),
-        model_family,
-        sample.image_size,
-        sample.resized_size,
-    )
-    parsed = None if s.predicted_box is None else {"box": list(s.predicted_box), "box_original": list(s.original_box)}
-    return SampleScore(s.iou, s.iou >= IOU_THRESHOLD, parsed)
-
-
-def _score_counting(completion: str, sample: EvalSample) -> SampleScore:
-    predicted = parse_count(completion)
-    correct = predicted is not None and predicted == gold_count(sample.row.solution, sample.row.source)
-    return SampleScore(float(correct), correct, predicted)
-
-
-def _score_geoqa(completion: str, sample: EvalSample, verifier: MathVerifier) -> SampleScore:
-    gold = gold_text(sample.row.solution, sample.row.source)
-    s = score_math_completion(completion, gold, verifier, sample.row.source)
-    return SampleScore(float(s.correct), s.correct, s.parsed, s.status)
 
 
 def _load(
@@ -156,8 +122,10 @@ def evaluate(
 ) -> EvalSummary:
     """Evaluate ``rows`` of one dataset; write per-sample JSONL and a summary JSON if ``output_dir``.
 
-    task:          "rec", "counting" or "geoqa".
-    method:        "r1" or "baseline": picks the prompt (``prompts.get_prompt``).
+    task:          a task name (``tasks.list_tasks()``; the CLIs use "rec", "counting", "geoqa").
+    method:        the task's prompt method (``tasks.prompts.PROMPTS``): the CLIs' "r1" or "baseline"
+                   (``METHODS``), or another of the task's (general: "default", "gui", ...). "baseline"
+                   also reads an answer written without ``<answer>`` tags.
     num_samples:   k completions per row (pass@k: a row is correct if any of its k is).
     model_family:  rec only, required: the frame the model writes boxes in.
     resize:        ``(W, H) -> (W', H')`` of the image the model sees, i.e. the run's image
@@ -168,35 +136,36 @@ def evaluate(
                    input and this loop, results stay re-scorable offline, and injected-output tests
                    need no processor.
     verifier:      geoqa only; default the process-wide math_verify worker.
+    (general rows are scored by the ``accuracy`` reward with each row's ``accu_reward_method``.)
     settings:      free-form run settings copied into the summary (model, seed, ...).
     progress:      tqdm bar on stderr; None shows it only when stderr is a terminal.
 
     Files: ``<output_dir>/<run_name>.jsonl`` (one record per row, written as rows finish) and
     ``<output_dir>/<run_name>.summary.json``; run_name defaults to ``<dataset>_<task>_<method>``.
     """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    task_obj = get_task(task)
+    if method not in task_obj.methods:
+        raise ValueError(f"method must be a prompt method of task {task!r} ({', '.join(task_obj.methods)}), "
+                         f"got {method!r}")
     if batch_size < 1 or num_samples < 1:
         raise ValueError(f"batch_size and num_samples must be >= 1, got {batch_size} and {num_samples}")
     if not rows:
         raise ValueError(f"{dataset or 'dataset'}: no rows to evaluate")
-    if task == "rec":
-        if model_family not in MODEL_FAMILIES:
-            raise ValueError(f"rec evaluation needs model_family in {MODEL_FAMILIES}, got {model_family!r}")
-        if model_family == QWEN2_5_VL and resize is None:
-            raise ValueError("rec evaluation of qwen2_5_vl needs resize (its boxes are in resized-image pixels)")
+    task_obj.check_evaluation(model_family)
+    if task_obj.uses_boxes and model_family == QWEN2_5_VL and resize is None:
+        raise ValueError(f"{task} evaluation of qwen2_5_vl needs resize (its boxes are in resized-image pixels)")
 
-    template = get_prompt(task, method)
-    prompts = [template.format(row) for row in rows]  # a missing field fails here, before any generation
-    if task == "rec":
-        scorer: Callable[[str, EvalSample], SampleScore] = partial(_score_rec, model_family=model_family)
-    elif task == "counting":
-        scorer = _score_counting
-    else:
-        math_verifier = verifier if verifier is not None else default_verifier()
-        scorer = partial(_score_geoqa, verifier=math_verifier)
+    template = task_obj.template(method)
+    # a missing field fails here, before any generation
+    prompts = [template.format(row.prompt_fields(), row.source) for row in rows]
+    lenient = method == "baseline"
+
+    def scorer(completion: str, sample: EvalSample) -> SampleScore:
+        row = sample.row
+        ctx = ScoreContext(model_family=model_family, image_size=sample.image_size, resized_size=sample.resized_size,
+                           verifier=verifier, lenient=lenient, accu_reward_method=row.fields.get("accu_reward_method"),
+                           where=row.source)
+        return task_obj.score(completion, row.solution, ctx)
 
     dataset = dataset or task
     run_name = run_name or f"{dataset}_{task}_{method}"
@@ -210,6 +179,7 @@ def evaluate(
 
     correct = errors = 0
     issues: Counter[str] = Counter()
+    answered: list[tuple[Any, Any]] = []  # (gold, recorded parsed answer) per row, for task_obj.dataset_metrics
     bar = tqdm(total=len(rows), desc=dataset, unit="row", disable=None if progress is None else not progress)
     try:
         for start in range(0, len(rows), batch_size):
@@ -229,7 +199,7 @@ def evaluate(
                 else:
                     record.update(image_size=list(size), resized_size=None if resized is None else list(resized))
                     sample_of.append(len(samples))
-                    samples.append(EvalSample(row, prompt, build_conversation(prompt), image, size, resized))
+                    samples.append(EvalSample(row, prompt, build_conversation(prompt, 1), image, size, resized))
                 records.append(record)
 
             completions = list(generate_fn(samples)) if samples else []
@@ -258,6 +228,7 @@ def evaluate(
                     )
                     correct += record["correct"]
                     issues.update(s.status for _, s in scored if s.status in ("timeout", "error"))
+                answered.append((record["gold"], record.get("parsed_answer")))
                 if out is not None:
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
             if out is not None:
@@ -280,6 +251,7 @@ def evaluate(
         prompt_template=template.template,
         prompt_source=template.source,
         scoring_issues=dict(issues),
+        metrics=task_obj.dataset_metrics(answered),
         settings=dict(settings or {}, model_family=model_family, batch_size=batch_size),
         results_path=results_path,
         summary_path=summary_path,
@@ -291,8 +263,11 @@ def evaluate(
 
 
 def format_table(summaries: Sequence[EvalSummary]) -> str:
-    """A plain-text table: dataset, task, method, n, errors, accuracy (%) [, pass@k]."""
+    """A plain-text table: dataset, task, method, n, errors, accuracy (%) [, pass@k] [, set-level metrics (%)]."""
     header = ("dataset", "task", "method", "n", "errors", "accuracy")
+    with_metrics = any(s.metrics for s in summaries)
+    if with_metrics:
+        header += ("metrics",)
     lines = [
         (
             s.dataset,
@@ -302,13 +277,10 @@ def format_table(summaries: Sequence[EvalSummary]) -> str:
             str(s.errors),
             f"{100 * s.accuracy:.2f}%" + (f" (pass@{s.num_samples})" if s.num_samples > 1 else ""),
         )
+        + ((", ".join(f"{k} {100 * v:.2f}%" for k, v in s.metrics.items()),) if with_metrics else ())
         for s in summaries
     ]
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([fmt.format(*header), rule, *(fmt.format(*line) for line in lines)])
-
-
-def print_table(summaries: Sequence[EvalSummary], file: Any = None) -> None:
-    print(format_table(summaries), file=file or sys.stdout)

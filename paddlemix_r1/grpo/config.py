@@ -9,16 +9,8 @@ from typing import Any
 
 import yaml
 
-# Answer-format templates appended to each question, per task (recorded in every run's config).
-DEFAULT_TEMPLATES = {
-    "rec": "{Question} First output the thinking process in <think> </think> tags and then output the final answer "
-           "in <answer> </answer> tags. Output the final answer in JSON format.",
-    "counting": "{Question} Output the thinking process in <think> </think> and final answer (number) in "
-                "<answer> </answer> tags.",
-    "geoqa": "{Question} Output the thinking process in <think> </think> and final answer (number) in "
-             "<answer> </answer> tags.",
-}
-
+if typing.TYPE_CHECKING:
+    from paddlemix_r1.models.lora import LoraConfig
 
 # Why dtype float16 is refused (policy and reference).
 _FLOAT16_REASON = (
@@ -56,17 +48,34 @@ class GRPOConfig:
 
     # ----- data -----
     dataset: str = "synthetic_counting"
-    """"synthetic_counting", "synthetic_rec", "synthetic_geoqa", or "files" (read data_files with the data readers)."""
+    """"synthetic_counting", "synthetic_rec", "synthetic_geoqa", or "files" (read data_files, or
+    data_file_paths, with the data readers: paddlemix_r1/data/readers.py lists the formats)."""
     data_files: list[str] = field(default_factory=list)
-    """Training files for dataset="files"."""
+    """Training files for dataset="files" (each entry may hold several paths separated by ':'), with image_root."""
     image_root: str = ""
-    """Directory image paths in data_files are relative to."""
+    """Directory image paths in data_files are relative to: one for all files, or one per file (':'-separated)."""
+    data_file_paths: str | None = None
+    """VLM-R1's --data_file_paths: data files separated by ':' (dataset="files"), each paired with the
+    image_folders entry at the same position. Instead of data_files / image_root."""
+    image_folders: str | None = None
+    """VLM-R1's --image_folders: one image folder per data_file_paths entry, ':'-separated (equal counts)."""
+    reward_method: str | None = None
+    """VLM-R1's --reward_method: the accuracy method of each data file (default, mcq, yes_no, math,
+    all_match, od_ap, od_ap50, odLength, weighted_sum, llm), ':'-separated, exactly one per file. None:
+    "default" for every file. A row's own accu_reward_method overrides its file's; every row gets the
+    accu_reward_method column the ``accuracy`` reward dispatches on."""
     task: str = "counting"
-    """rec | counting | geoqa: picks the prompt template default and the coordinate conventions."""
+    """The task of rows that name none (rec | counting | geoqa | general; paddlemix_r1/tasks): it parses
+    their gold answers and gives their prompts. A row's own ``task`` field wins, so a dataset can mix tasks."""
+    task_type: str | None = None
+    """VLM-R1's --task_type: the prompt method (template) of the training prompts, a method of every task
+    in the dataset in the one prompt table (paddlemix_r1/tasks/prompts.py): general has default, rec, ic,
+    odLength, gui; rec has r1 (= rec), baseline; counting and geoqa have train, r1, baseline. None: each
+    task's training prompt (rec: r1, counting / geoqa: train, general: default)."""
     num_train_samples: int = 64
     """Rows generated for synthetic datasets."""
     prompt_template: str | None = None
-    """Question template with {Question}; None uses DEFAULT_TEMPLATES[task]."""
+    """A custom question template with {Question} for every row, instead of the tasks' templates."""
     min_pixels: int | None = None
     """Override the checkpoint's preprocessor min_pixels."""
     max_pixels: int | None = None
@@ -156,6 +165,22 @@ class GRPOConfig:
     ref_model_offload: bool = False
     """GPU only: keep the reference model in host memory, moving it to the GPU for its pass only."""
 
+    # ----- LoRA -----
+    use_peft: bool = False
+    """Train LoRA adapters (models/lora.py) on the decoder's projections instead of the full model (the vision
+    tower is frozen and never adapted); the names are VLM-R1's (TRL's) flags. With beta > 0 the reference is
+    the same model with its adapters switched off (no second copy). Checkpoints hold the merged HF weights
+    (model/) and the PEFT adapter (adapter/)."""
+    lora_r: int = 16
+    """Adapter rank."""
+    lora_alpha: float = 32.0
+    """The adapter's update is scaled by lora_alpha / lora_r."""
+    lora_dropout: float = 0.05
+    """Dropout on the adapters' input in the gradient pass (rollouts and no-grad passes run in eval mode)."""
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    """Decoder projections that get an adapter."""
+
     def __post_init__(self) -> None:
         if self.epsilon_high is None:
             self.epsilon_high = self.epsilon_low
@@ -166,8 +191,7 @@ class GRPOConfig:
         if self.prompts_per_step % self.gradient_accumulation_steps:
             raise ValueError(f"prompts_per_step={self.prompts_per_step} must be divisible by "
                              f"gradient_accumulation_steps={self.gradient_accumulation_steps}")
-        if self.task not in DEFAULT_TEMPLATES:
-            raise ValueError(f"task must be one of {sorted(DEFAULT_TEMPLATES)}, got {self.task!r}")
+        self._check_data()
         if self.device not in ("auto", "cpu", "gpu"):
             raise ValueError(f"device must be auto, cpu or gpu, got {self.device!r}")
         if self.sharding_stage not in (0, 1, 2, 3):
@@ -185,10 +209,64 @@ class GRPOConfig:
         for name in ("num_generations", "prompts_per_step", "max_steps", "num_iterations", "steps_per_generation"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.use_peft:
+            self.lora_config()  # validates the lora_* fields
+            for name in ("ref_model_offload", "ref_model_dtype"):
+                if getattr(self, name):
+                    raise ValueError(f"{name} does not apply with use_peft=true: the reference is the policy itself "
+                                     "with its adapters switched off")
 
-    @property
-    def template(self) -> str:
-        return self.prompt_template or DEFAULT_TEMPLATES[self.task]
+    def lora_config(self) -> LoraConfig:
+        """The ``models.lora.LoraConfig`` of the lora_* fields."""
+        from paddlemix_r1.models.lora import LoraConfig
+
+        return LoraConfig(r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout,
+                          target_modules=tuple(self.lora_target_modules))
+
+    def _check_data(self) -> None:
+        """The data block's fields agree with each other (paths are checked when the files are read)."""
+        from paddlemix_r1.rewards.accuracy import ACCURACY_METHODS
+        from paddlemix_r1.tasks import get_task
+
+        get_task(self.task)
+        if self.task_type is not None:
+            if self.prompt_template is not None:
+                raise ValueError("give task_type (a template of the prompt table) or prompt_template, not both")
+            try:  # the default task must have it; the tasks rows name themselves are checked when loaded
+                get_task(self.task).template(self.task_type)
+            except ValueError as e:
+                raise ValueError(f"task_type {self.task_type!r}: {e}") from None
+        if (self.data_file_paths is None) != (self.image_folders is None):
+            raise ValueError("data_file_paths and image_folders go together (VLM-R1's flags): give both or neither")
+        if self.data_file_paths is not None:
+            if self.data_files or self.image_root:
+                raise ValueError("give data_file_paths / image_folders or data_files / image_root, not both")
+            files, folders = self.data_file_paths.split(":"), self.image_folders.split(":")
+            if len(files) != len(folders):
+                raise ValueError(f"data_file_paths has {len(files)} files but image_folders has {len(folders)} "
+                                 "folders: give one image folder per data file")
+        if self.reward_method is not None:
+            if self.dataset != "files":
+                raise ValueError(f"reward_method is per data file: it needs dataset=files, got {self.dataset!r}")
+            methods = self.reward_method.split(":")
+            n_files = len(self.data_files_and_roots()[0])
+            if len(methods) != n_files:
+                raise ValueError(f"reward_method has {len(methods)} methods but there are {n_files} data files: "
+                                 "give one accuracy method per data file")
+            unknown = [m for m in methods if m not in ACCURACY_METHODS]
+            if unknown:
+                raise ValueError(f"reward_method: unknown accuracy method(s) {unknown}; known: {list(ACCURACY_METHODS)}")
+        if (self.data_file_paths is not None or self.data_files) and self.dataset != "files":
+            raise ValueError(f"data files are read with dataset=files, got dataset={self.dataset!r}")
+
+    def data_files_and_roots(self) -> tuple[list[str], list[str]]:
+        """The data files one by one and the image root of each (data_file_paths / image_folders, else
+        data_files with image_root: one root for all, or one per file)."""
+        if self.data_file_paths is not None:
+            return self.data_file_paths.split(":"), self.image_folders.split(":")
+        files = [p for entry in self.data_files for p in entry.split(":") if p]
+        roots = self.image_root.split(":")
+        return files, roots * len(files) if len(roots) == 1 else roots
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -28,6 +28,7 @@ import numpy as np
 import paddle
 
 from paddlemix_r1 import distributed as dist
+from paddlemix_r1 import tasks
 from paddlemix_r1.distributed import sharding
 from paddlemix_r1.generation import generate
 from paddlemix_r1.grpo import checkpoint as ckpt
@@ -36,11 +37,12 @@ from paddlemix_r1.grpo.config import GRPOConfig
 from paddlemix_r1.grpo.logprobs import RolloutInputs, completion_logprobs
 from paddlemix_r1.grpo.loss import grpo_loss
 from paddlemix_r1.grpo.sampler import PromptSampler
-from paddlemix_r1.models import build_tiny_checkpoint, from_pretrained
+from paddlemix_r1.models import build_tiny_checkpoint, from_pretrained, lora
 from paddlemix_r1.processing import Processor
 from paddlemix_r1.rewards import WeightedReward
 
-PER_ROW_COLUMNS = ("images", "problem", "id", "task")
+ACCURACY_REWARD = "accuracy"
+"""The reward dispatching on each row's ``accu_reward_method``; its mean is also logged per method."""
 
 
 class NonFiniteError(RuntimeError):
@@ -80,19 +82,13 @@ def lr_lambda(kind: str, warmup: int, total: int):
 
 
 def load_dataset(cfg: GRPOConfig) -> list[dict]:
-    from paddlemix_r1.data import synthetic
+    """The rows ``cfg`` trains on (``data.load_training_rows`` with the config's data fields)."""
+    from paddlemix_r1.data import load_training_rows
 
-    if cfg.dataset == "synthetic_counting":
-        return synthetic.counting_rows(cfg.num_train_samples, seed=cfg.seed)
-    if cfg.dataset == "synthetic_rec":
-        return synthetic.rec_rows(cfg.num_train_samples, seed=cfg.seed)
-    if cfg.dataset == "synthetic_geoqa":
-        return synthetic.geometry_rows(cfg.num_train_samples, seed=cfg.seed)
-    if cfg.dataset == "files":
-        from paddlemix_r1.data.readers import read_training_files
-
-        return read_training_files(cfg.data_files, cfg.image_root, task=cfg.task)
-    raise ValueError(f"dataset must be synthetic_counting, synthetic_rec, synthetic_geoqa or files, got {cfg.dataset!r}")
+    files, roots = cfg.data_files_and_roots() if cfg.dataset == "files" else ([], [])
+    methods = cfg.reward_method.split(":") if cfg.reward_method is not None else None
+    return load_training_rows(cfg.dataset, files=files, image_roots=roots, task=cfg.task, reward_methods=methods,
+                              num_samples=cfg.num_train_samples, seed=cfg.seed)
 
 
 class GRPOTrainer:
@@ -115,6 +111,8 @@ class GRPOTrainer:
         self.processor = Processor.from_pretrained(self.model_path, min_pixels=cfg.min_pixels,
                                                    max_pixels=cfg.max_pixels)
         self.model = from_pretrained(self.model_path, dtype=cfg.dtype)
+        if cfg.use_peft:
+            lora.apply_lora(self.model, cfg.lora_config())  # from here on only the adapters are trainable
         if resume:
             # Weights before sharding: under stage 3 a value set on a parameter after wrapping never reaches
             # its partition (group_sharded_stage3.py keeps it in param.fw_storage and clears the parameter).
@@ -128,7 +126,8 @@ class GRPOTrainer:
             for p in self.model.visual.parameters():
                 p.stop_gradient = True
         dist.broadcast_parameters(self.model)  # identical replicas whatever each rank loaded
-        self.ref_model = self._load_reference() if cfg.beta != 0.0 else None
+        # With LoRA the reference is the policy with its adapters off (_reference_on_device): no second model.
+        self.ref_model = self._load_reference() if cfg.beta != 0.0 and not cfg.use_peft else None
         self.params = [p for p in self.model.parameters() if not p.stop_gradient]
         self.scheduler = paddle.optimizer.lr.LambdaDecay(
             cfg.learning_rate, lr_lambda(cfg.lr_scheduler_type, cfg.warmup_steps, cfg.max_steps))
@@ -146,7 +145,8 @@ class GRPOTrainer:
                 self.model, self.optimizer, cfg.sharding_stage, env, offload=cfg.sharding_offload)
             if cfg.sharding_stage == 3:
                 self.rollout_model = self.train_model
-        self.dataset = dataset if dataset is not None else load_dataset(cfg)
+        self.dataset = load_dataset(cfg) if dataset is None else tasks.normalize_rows(dataset, cfg.task)
+        tasks.check_prompt_method(self.dataset, cfg.task_type)
         self.sampler = PromptSampler(len(self.dataset), cfg.seed, num_replicas=env.world_size, rank=env.rank)
         self.reward = WeightedReward(dict(zip(cfg.reward_funcs, cfg.reward_weights)))
         self.step = 0
@@ -209,20 +209,12 @@ class GRPOTrainer:
 
     # ----- rollout -----
     def _conversation(self, row: dict) -> list[dict]:
-        images = row["images"] if isinstance(row["images"], list) else [row["images"]]
-        text = self.cfg.template.format(Question=row["problem"])
-        return [{"role": "user", "content": [{"type": "image"} for _ in images] + [{"type": "text", "text": text}]}]
+        """The row's images then its task's training prompt (``task_type``), or ``prompt_template``."""
+        return tasks.row_conversation(row, self.cfg.task_type, self.cfg.prompt_template, where=f"row {row.get('id')}")
 
     def _reward_columns(self, rows: list[dict], sizes: dict, g: int) -> dict[str, list]:
-        """Dataset columns repeated for each of the G completions, plus the coordinate frames."""
-        cols: dict[str, list] = {}
-        for key in rows[0]:
-            if key not in PER_ROW_COLUMNS:
-                cols[key] = [r[key] for r in rows for _ in range(g)]
-        cols["image_size"] = [list(s[0]) for s in sizes["original_sizes"] for _ in range(g)]
-        cols["resized_size"] = [list(s[0]) for s in sizes["resized_sizes"] for _ in range(g)]
-        cols["model_family"] = [self.family] * (len(rows) * g)
-        return cols
+        """Dataset columns repeated for each of the G completions, plus the coordinate frames (tasks.reward_columns)."""
+        return tasks.reward_columns(rows, sizes["original_sizes"], sizes["resized_sizes"], self.family, g)
 
     @paddle.no_grad()
     def rollout(self, rows: list[dict], seed: int) -> tuple[MicroBatch, np.ndarray, dict[str, np.ndarray]]:
@@ -236,7 +228,9 @@ class GRPOTrainer:
                        eos_token_id=self.processor.eos_token_id, pad_token_id=self.processor.pad_token_id, seed=seed,
                        pack_weights=not stage3, stop_condition=self._collective_stop() if stage3 else None)
         texts = self.processor.batch_decode(out.completion_ids.numpy().tolist(), skip_special_tokens=True)
-        scores = self.reward(texts, **self._reward_columns(rows, batch, g))
+        columns = self._reward_columns(rows, batch, g)
+        columns["completion_length"] = out.completion_mask.sum(axis=1).numpy().tolist()  # tokens (length reward)
+        scores = self.reward(texts, **columns)
         inputs = RolloutInputs(out.prompt_ids, out.completion_ids, out.attention_mask, out.position_ids,
                                batch.get("pixel_values"), batch.get("image_grid_thw"), g)
         mb = MicroBatch(inputs, out.completion_mask, paddle.zeros([len(texts)]), texts=texts, rows=rows)
@@ -274,7 +268,7 @@ class GRPOTrainer:
         per_micro = cfg.prompts_per_step // cfg.gradient_accumulation_steps
         steps, metrics = [], {}
         t0 = time.perf_counter()
-        all_rewards, per_fn_all, lengths, truncated = [], {}, [], []
+        all_rewards, per_fn_all, lengths, truncated, methods_all = [], {}, [], [], []
         for s in range(cfg.steps_per_generation):
             idx = self.sampler.next(cfg.prompts_per_step)
             rows = [self.dataset[i] for i in idx]
@@ -287,7 +281,9 @@ class GRPOTrainer:
                 for k, v in per_fn.items():
                     per_fn_step.setdefault(k, []).append(v)
                 lens_step.append(mb.completion_mask.sum(axis=1).numpy())
+            methods = [r["accu_reward_method"] for mb in micro for r in mb.rows for _ in range(g)]  # group-major
             local = {"reward": np.concatenate(rewards), "length": np.concatenate(lens_step),
+                     "accu_reward_method": np.asarray(methods, dtype=object),
                      **{f"rewards/{k}": np.concatenate(v) for k, v in per_fn_step.items()}}
             gathered = dist.all_gather_arrays(local, tag=f"rollout step {self.step + s}")
             r = np.concatenate(gathered["reward"])  # (W*B*G,) rank-major, group-major within a rank
@@ -306,17 +302,20 @@ class GRPOTrainer:
             truncated.append(lens >= cfg.max_completion_length)
             for k in per_fn_step:
                 per_fn_all.setdefault(k, []).append(np.concatenate(gathered[f"rewards/{k}"]))
+            methods_all.append(np.concatenate(gathered["accu_reward_method"]))
             steps.append(micro)
         t_rollout = time.perf_counter() - t0
         t0 = time.perf_counter()
         need_old = cfg.num_iterations > 1 or cfg.steps_per_generation > 1
-        with paddle.no_grad(), self._reference_on_device() as ref:
-            for micro in steps:
-                for mb in micro:
-                    if need_old:
-                        mb.old_logps = completion_logprobs(self.rollout_model, mb.inputs, cfg.temperature,
-                                                           cfg.logprob_chunk_size)
-                    if ref is not None:
+        batches = [mb for micro in steps for mb in micro]
+        with paddle.no_grad():
+            if need_old:
+                for mb in batches:
+                    mb.old_logps = completion_logprobs(self.rollout_model, mb.inputs, cfg.temperature,
+                                                       cfg.logprob_chunk_size)
+            with self._reference_on_device() as ref:  # with LoRA: the policy, adapters off for this block only
+                if ref is not None:
+                    for mb in batches:
                         mb.ref_logps = completion_logprobs(ref, mb.inputs, cfg.temperature, cfg.logprob_chunk_size)
         r = np.concatenate(all_rewards)
         lens = np.concatenate(lengths)
@@ -330,11 +329,18 @@ class GRPOTrainer:
             vals = np.concatenate(v)
             metrics[f"rewards/{k}/mean"] = float(vals.mean())
             metrics[f"rewards/{k}/std"] = float(vals.std())
+        if ACCURACY_REWARD in per_fn_all:  # VLM-R1 data: the accuracy of each method's rows, over all ranks
+            metrics.update(_means_by_method(np.concatenate(per_fn_all[ACCURACY_REWARD]), np.concatenate(methods_all)))
         return steps, metrics
 
     @contextlib.contextmanager
     def _reference_on_device(self) -> Iterator[paddle.nn.Layer | None]:
-        """The reference model for this round's passes (moved in from host memory if offloaded)."""
+        """The reference model for this round's passes (moved in from host memory if offloaded). With LoRA
+        and beta != 0: the policy itself with every adapter switched off inside the block (its base model)."""
+        if self.cfg.use_peft and self.cfg.beta != 0.0:
+            with lora.adapters_disabled(self.model):
+                yield self.rollout_model
+            return
         if self.ref_model is None or not self.cfg.ref_model_offload:
             yield self.ref_model
             return
@@ -502,7 +508,7 @@ class GRPOTrainer:
         if env.is_main:
             path = ckpt.save_checkpoint(cfg.output_dir, self.step, self.model, self.optimizer, self.scheduler,
                                         self.trainer_state(), self.processor, cfg.save_total_limit,
-                                        optimizer_shards=shard_dir)
+                                        optimizer_shards=shard_dir, base_model_name_or_path=self.model_path)
         dist.barrier(f"checkpoint saved, step {self.step}")
         return path
 
@@ -526,6 +532,12 @@ class GRPOTrainer:
         if self.step % period:
             raise ValueError(f"{path}: step {self.step} is inside a generation round (every {period} steps); "
                              "resume from a checkpoint saved at a multiple of steps_per_generation * num_iterations")
+
+
+def _means_by_method(accuracy: np.ndarray, methods: np.ndarray) -> dict[str, float]:
+    """``rewards/accuracy/<method>/mean``: the mean accuracy reward of the completions of each method's rows."""
+    return {f"rewards/{ACCURACY_REWARD}/{m}/mean": float(accuracy[methods == m].mean())
+            for m in sorted(set(methods.tolist()))}
 
 
 def _squared_norm_fp32(grad: paddle.Tensor) -> paddle.Tensor:

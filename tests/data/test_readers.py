@@ -85,7 +85,7 @@ def test_rec_json(tmp_path, coco):
     assert isinstance(rows, TrainingRows) and isinstance(rows, list) and rows.skipped == []
     assert rows[0] == {"id": "refcoco_train/0", "images": [str(coco / "train2014" / "a.jpg")],
                        "problem": "Where is the red car?", "solution": [10.0, 20.0, 30.5, 40.0], "task": "rec",
-                       "normal_caption": "red car"}
+                       "normal_caption": "red car", "accu_reward_method": "default"}
     assert rows[1]["id"] == "refcoco_train/1" and rows[1]["solution"] == [1.0, 2.0, 3.0, 4.0]
 
 
@@ -144,7 +144,7 @@ def test_vlm_r1_jsonl_multi_image_and_colon_separated_paths(tmp_path):
     assert rows[0]["problem"] == "How many balls in total?" and rows[0]["solution"] == 3
     assert rows[0]["id"] == "a/1" and rows[0]["accu_reward_method"] == "default"
     assert rows[1] == {"id": "b/7", "images": [str(folder_b / "x.jpg")], "problem": "How many cubes?",
-                       "solution": 0, "task": "counting", "accu_reward_method": None}  # uniform keys
+                       "solution": 0, "task": "counting", "accu_reward_method": "default"}  # VLM-R1's default
     with pytest.raises(ValueError, match="2 data files but 3 image roots"):
         read_training_files([str(a), str(b)], ["x", "y", "z"], task="counting")
 
@@ -301,7 +301,7 @@ def test_nothing_left_and_unknown_inputs(tmp_path, coco):
     (tmp_path / "notes.txt").write_text("hello", encoding="utf-8")
     with pytest.raises(DatasetError, match="unsupported data file"):
         read_training_files([str(tmp_path / "notes.txt")], str(coco), task="rec")
-    with pytest.raises(ValueError, match="task must be one of"):
+    with pytest.raises(ValueError, match="unknown task .ocr.; tasks: counting, general, geoqa, ovd, rec"):
         read_training_files([str(path)], str(coco), task="ocr")
 
 
@@ -330,3 +330,64 @@ def test_iter_json_list_lines():
     assert list(iter_json_list(" [ ] ", "f.json")) == []
     with pytest.raises(DatasetError, match=r"f.json:3: expected ',' or ']'"):
         list(iter_json_list('[\n{"a": 1}\n{"a": 2}]', "f.json"))
+
+
+def conversation_row(image, question, answer, **extra):
+    images = image if isinstance(image, list) else [image]
+    return {"image": image, "conversations": [{"from": "human", "value": "<image>" * len(images) + question},
+                                              {"from": "gpt", "value": answer}], **extra}
+
+
+def test_rows_name_their_task_so_one_file_mixes_tasks(tmp_path):
+    save_image(tmp_path / "1.png")
+    path = write_jsonl(tmp_path / "mixed.jsonl", [
+        {"image": "1.png", "problem": "Where is the cat?", "solution": "[1, 2, 3, 4]", "task": "rec"},
+        {"image": "1.png", "problem": "How many cats?", "solution": "<answer> 2 </answer>", "task": "counting"},
+        {"image": "1.png", "problem": "Is it a cat?", "solution": "<answer> yes </answer>"},  # the default task
+    ])
+    rows = read_training_files([str(path)], str(tmp_path), task="general")
+    assert [(r["task"], r["solution"]) for r in rows] == [
+        ("rec", [1.0, 2.0, 3.0, 4.0]), ("counting", 2), ("general", "yes")]
+    bad = write_jsonl(tmp_path / "bad.jsonl", [
+        {"image": "1.png", "problem": "p", "solution": "3", "task": "counting"},
+        {"image": "1.png", "problem": "p", "solution": "3", "task": "detection"},
+    ])
+    with pytest.raises(DatasetError, match=r"bad.jsonl:2: field 'task' must name a task \(counting, general"):
+        read_training_files([str(bad)], str(tmp_path), task="counting")
+    bad.write_text(json.dumps({"image": "1.png", "problem": "p", "solution": "many", "task": "counting"}) + "\n")
+    with pytest.raises(DatasetError, match=r"bad.jsonl:1: field 'solution': gold count must be an integer"):
+        read_training_files([str(bad)], str(tmp_path), task="general")
+
+
+def test_vlm_r1_reward_method_per_file_and_row_override(tmp_path):
+    for folder in ("A", "B"):
+        save_image(tmp_path / folder / "x.png")
+        save_image(tmp_path / folder / "y.png")
+    a = write_jsonl(tmp_path / "a.jsonl", [
+        conversation_row("x.png", "Which one? A. cat B. dog", "<answer> B </answer>"),
+        conversation_row(["x.png", "y.png"], "Same defect?", "<answer>button overlap</answer>",
+                         accu_reward_method="all_match"),
+    ])
+    b = write_jsonl(tmp_path / "b.jsonl", [conversation_row("y.png", "Is it red?", "yes")])
+    rows = read_training_files([f"{a}:{b}"], f"{tmp_path / 'A'}:{tmp_path / 'B'}", task="general",
+                               reward_methods="mcq:yes_no")
+    assert [(r["solution"], r["accu_reward_method"]) for r in rows] == [
+        ("B", "mcq"), ("button overlap", "all_match"), ("yes", "yes_no")]
+    assert rows[1]["images"] == [str(tmp_path / "A" / "x.png"), str(tmp_path / "A" / "y.png")]
+    assert rows[1]["problem"] == "Same defect?"
+    default = read_training_files([str(b)], str(tmp_path / "B"), task="general")
+    assert default[0]["accu_reward_method"] == "default"  # no reward method for the file: VLM-R1's default
+    with pytest.raises(ValueError, match="got 2 data files but 1 reward methods"):
+        read_training_files([f"{a}:{b}"], str(tmp_path / "A"), task="general", reward_methods="mcq")
+    bad = write_jsonl(tmp_path / "bad.jsonl", [conversation_row("x.png", "q", "B", accu_reward_method="odlength")])
+    with pytest.raises(DatasetError, match=r"bad.jsonl:1: field 'accu_reward_method' must be one of the accuracy "
+                                           r"methods \(default, mcq"):
+        read_training_files([str(bad)], str(tmp_path / "A"), task="general")
+
+
+def test_image_checks_can_be_left_to_the_caller(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [{"image_path": "gone.png", "question": "q", "ground_truth": 2}])
+    with pytest.raises(DatasetError, match="a.jsonl:1: field 'image_path': image file not found"):
+        read_training_files([str(path)], str(tmp_path), task="counting")
+    rows = read_training_files([str(path)], str(tmp_path), task="counting", check_images="none")
+    assert rows[0]["images"] == [str(tmp_path / "gone.png")]

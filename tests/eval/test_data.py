@@ -53,7 +53,7 @@ REC_GOOD = {"image": "a.jpg", "problem": "p", "solution": [1, 2, 3, 4]}
         ("[\n" + json.dumps(REC_GOOD) + ",\n" + json.dumps({**REC_GOOD, "image": ""}) + "\n]", 3, "'image'"),
         ("[\n" + json.dumps(REC_GOOD) + ",\n[1, 2]\n]", 3, "JSON object"),
         ("[\n" + json.dumps(REC_GOOD) + ',\n{"image": \n]', 4, "invalid JSON"),
-        ('{"rows": []}', 1, "JSON list"),
+        ('{"rows": []}', 1, "missing field 'image'"),  # a .json starting with "{" is JSON Lines (one reader)
         ("[\n" + json.dumps(REC_GOOD) + "\n]\n[]", 4, "after the JSON list"),
         ("[\n" + json.dumps(REC_GOOD) + "\n" + json.dumps(REC_GOOD) + "]", 3, "expected ','"),
     ],

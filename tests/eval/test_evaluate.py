@@ -5,11 +5,11 @@ import json
 import pytest
 from PIL import Image
 
-from paddlemix_r1.eval.data import read_counting_jsonl, read_geoqa_jsonl, read_rec_json
+from paddlemix_r1.eval.data import read_counting_jsonl, read_eval_rows, read_geoqa_jsonl, read_rec_json
 from paddlemix_r1.eval.evaluator import evaluate, format_table
-from paddlemix_r1.eval.prompts import get_prompt
 from paddlemix_r1.processing.image_processor import smart_resize
 from paddlemix_r1.rewards.math_answer import MathVerifier
+from paddlemix_r1.tasks import get_prompt
 
 
 def resize(width, height):
@@ -121,6 +121,13 @@ def test_rec_qwen2_vl_normalized_boxes(rec_rows):
         "tiny_rec/2": ["<answer>no idea</answer>"],
     }
     summary = evaluate(rec_rows, FakeModel(outputs), "rec", model_family="qwen2_vl", progress=False)
+    # r1 reads the answer block only, as training does: row 0's untagged native box does not count
+    assert (summary.correct, summary.errors) == (1, 2)
+    baseline = evaluate(rec_rows, FakeModel(outputs), "rec", method="baseline", model_family="qwen2_vl",
+                        progress=False)
+    assert (baseline.correct, baseline.errors) == (2, 2)  # baseline also reads untagged answers
+    tagged = {**outputs, "tiny_rec/0": ["<answer><|box_start|>(156,208),(469,417)<|box_end|></answer>"]}
+    summary = evaluate(rec_rows, FakeModel(tagged), "rec", model_family="qwen2_vl", progress=False)
     assert (summary.correct, summary.errors) == (2, 2)
 
 
@@ -224,3 +231,26 @@ def test_geoqa_end_to_end(geoqa_set, tmp_path):
     assert [r["correct"] for r in records] == [True, True, False]
     assert records[0]["samples"][0]["status"] == "correct"
     assert records[0]["parsed_answer"] == "140"
+
+
+def test_general_rows_are_scored_by_their_own_accuracy_method(tmp_path):
+    """VLM-R1 JSONL read by the training reader; each row scored by its accu_reward_method."""
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(tmp_path / "a.png")
+    rows = [
+        {"image": "a.png", "accu_reward_method": "mcq",
+         "conversations": [{"from": "human", "value": "<image>Colour? A. red B. blue"},
+                           {"from": "gpt", "value": "<answer> A </answer>"}]},
+        {"image": "a.png", "accu_reward_method": "yes_no",
+         "conversations": [{"from": "human", "value": "<image>Is it blue?"}, {"from": "gpt", "value": "no"}]},
+    ]
+    (tmp_path / "vqa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows = read_eval_rows(str(tmp_path / "vqa.jsonl"), str(tmp_path), "general")
+    assert [(r.solution, r.fields["accu_reward_method"]) for r in rows] == [("A", "mcq"), ("no", "yes_no")]
+    outputs = {"vqa/0": ["<think>red</think><answer>(A)</answer>"], "vqa/1": ["<answer>I do not know</answer>"]}
+    model = FakeModel(outputs)
+    summary = evaluate(rows, model, "general", method="default", progress=False)
+    assert (summary.correct, summary.n) == (1, 2)  # "not" is not "no" (VLM-R1's yes_no said it was)
+    assert model.calls[0][0].prompt == get_prompt("general", "default").template.format(
+        Question="Colour? A. red B. blue")
+    with pytest.raises(ValueError, match="method must be a prompt method of task 'general'"):
+        evaluate(rows, model, "general", progress=False)  # r1 is not one of VLM-R1's templates

@@ -1,0 +1,66 @@
+"""Tasks: each owns a row schema, prompt templates by method, its training rewards, an answer parser
+and an evaluation metric; training, the eval CLIs and the demo go through them.
+
+``rec`` (REC boxes), ``counting`` (CLEVR / SuperCLEVR), ``geoqa`` (geometry, math_verify) and
+``general`` (VLM-R1's own-data JSONL, scored by each row's ``accu_reward_method``) and ``ovd``
+(open-vocabulary detection: box lists, COCO mAP / AP50 and greedy P/R over the set). The one prompt
+table is ``tasks/prompts.py`` (``PROMPTS``, keyed ``(task, method)``).
+
+    task = get_task("counting")
+    task.prompt(row, "r1")            # the evaluation prompt; task.prompt(row) the training one
+    task.parse_solution(3)            # the gold in canonical form
+    task.parse_answer(completion)     # what a completion answers
+    task.score(completion, gold, ScoreContext(...))   # the evaluation metric
+    task.reward(completions, **columns)               # the training rewards, weighted
+"""
+
+from paddlemix_r1.tasks.base import SampleScore, ScoreContext, Task, build_conversation
+from paddlemix_r1.tasks.counting import CountingTask
+from paddlemix_r1.tasks.general import GeneralTask
+from paddlemix_r1.tasks.geoqa import GeoQATask
+from paddlemix_r1.tasks.ovd import OvdTask
+from paddlemix_r1.tasks.prompts import PROMPTS, PromptTemplate, get_prompt, methods_of
+from paddlemix_r1.tasks.rec import RecTask
+from paddlemix_r1.tasks.rows import (
+    DEFAULT_ACCURACY_METHOD,
+    check_prompt_method,
+    get_task,
+    list_tasks,
+    normalize_rows,
+    register_task,
+    reward_columns,
+    row_accuracy_method,
+    row_conversation,
+    row_prompt,
+    row_task,
+)
+
+for _task in (RecTask(), CountingTask(), GeoQATask(), GeneralTask(), OvdTask()):
+    register_task(_task)
+
+__all__ = [
+    "DEFAULT_ACCURACY_METHOD",
+    "PROMPTS",
+    "CountingTask",
+    "GeneralTask",
+    "GeoQATask",
+    "OvdTask",
+    "PromptTemplate",
+    "RecTask",
+    "SampleScore",
+    "ScoreContext",
+    "Task",
+    "build_conversation",
+    "check_prompt_method",
+    "get_prompt",
+    "get_task",
+    "list_tasks",
+    "methods_of",
+    "normalize_rows",
+    "register_task",
+    "reward_columns",
+    "row_accuracy_method",
+    "row_conversation",
+    "row_prompt",
+    "row_task",
+]
