@@ -44,6 +44,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from paddlemix_r1.generation import generate
     from paddlemix_r1.models import build_tiny_checkpoint, from_pretrained
     from paddlemix_r1.processing import Processor
+    from paddlemix_r1.tasks import build_conversation
 
     model_path = args.model_path
     if model_path is None:
@@ -58,8 +59,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             return 2
     proc = Processor.from_pretrained(model_path)
     model = from_pretrained(model_path, dtype=args.dtype)
-    content = [{"type": "image"} for _ in images] + [{"type": "text", "text": args.prompt}]
-    batch = proc([[{"role": "user", "content": content}]], [images])
+    batch = proc([build_conversation(args.prompt, len(images))], [images])
     t0 = time.perf_counter()
     out = generate(model, batch, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample,
                    temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
