@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rapidfuzz.distance import Indel
@@ -161,29 +161,28 @@ def mcq_reward(completions: list[str], *, solution: Sequence[Any], **_columns: A
     A gold without a choice letter raises (VLM-R1 compares against the raw gold string instead,
     which no letter can equal: every row scored 0).
     """
-    golds = _golds("mcq", completions, solution)
-    scores = []
-    for i, (completion, gold) in enumerate(zip(completions, golds)):
-        letter = extract_choice(gold)
-        if letter is None:
-            raise ValueError(f"mcq: solution[{i}] has no choice letter: {gold!r}")
-        answer = answer_text(completion)
-        scores.append(1.0 if answer is not None and extract_choice(answer) == letter else 0.0)
-    return scores
+    return _same_extraction("mcq", extract_choice, "has no choice letter", completions, solution)
 
 
 def yes_no_reward(completions: list[str], *, solution: Sequence[Any], **_columns: Any) -> list[float]:
     """1.0 if the answer's first whole-word "yes"/"no" is the gold's, else 0.0 (also when the
     answer has neither). A gold with neither raises (VLM-R1 scores it 1.0 against any answer that
     has neither, e.g. an empty one)."""
-    golds = _golds("yes_no", completions, solution)
+    return _same_extraction("yes_no", extract_yes_no, "says neither yes nor no", completions, solution)
+
+
+def _same_extraction(name: str, extract: Callable[[str], Any], missing: str, completions: list[str],
+                     solution: Sequence[Any]) -> list[float]:
+    """1.0 where ``extract`` reads the same value from the answer block as from the gold, else 0.0; a gold
+    it reads nothing from raises ValueError ("<name>: solution[i] <missing>")."""
+    golds = _golds(name, completions, solution)
     scores = []
     for i, (completion, gold) in enumerate(zip(completions, golds)):
-        expected = extract_yes_no(gold)
+        expected = extract(gold)
         if expected is None:
-            raise ValueError(f"yes_no: solution[{i}] says neither yes nor no: {gold!r}")
+            raise ValueError(f"{name}: solution[{i}] {missing}: {gold!r}")
         answer = answer_text(completion)
-        scores.append(1.0 if answer is not None and extract_yes_no(answer) == expected else 0.0)
+        scores.append(1.0 if answer is not None and extract(answer) == expected else 0.0)
     return scores
 
 

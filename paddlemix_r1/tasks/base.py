@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from paddlemix_r1.rewards.coords import QWEN2_5_VL
 from paddlemix_r1.rewards.math_answer import MathVerifier
 from paddlemix_r1.rewards.registry import get_reward
 from paddlemix_r1.tasks.prompts import PromptTemplate, get_prompt, methods_of
@@ -108,6 +109,14 @@ class Task:
     def score(self, completion: str, gold: Any, ctx: ScoreContext) -> SampleScore:
         """The evaluation metric of one completion against the canonical ``gold``."""
         raise NotImplementedError
+
+    def check_box_context(self, ctx: ScoreContext) -> None:
+        """For tasks that score boxes (``uses_boxes``): the model family and the frames its boxes map through
+        (ValueError naming the row otherwise)."""
+        self.check_evaluation(ctx.model_family)
+        if ctx.image_size is None or (ctx.model_family == QWEN2_5_VL and ctx.resized_size is None):
+            raise ValueError(f"{ctx.where}: {self.name} scoring of {ctx.model_family} needs image_size"
+                             + (" and resized_size" if ctx.model_family == QWEN2_5_VL else ""))
 
     def dataset_metrics(self, scored: Sequence[tuple[Any, Any]]) -> dict[str, float]:
         """Metrics of the whole set beyond accuracy (e.g. ovd's COCO mAP), from every row's

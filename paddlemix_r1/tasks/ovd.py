@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from paddlemix_r1.rewards.coords import MODEL_FAMILIES, QWEN2_5_VL
+from paddlemix_r1.rewards.coords import MODEL_FAMILIES
 from paddlemix_r1.rewards.detection import (
     BoxFrame,
     Detection,
@@ -63,10 +63,7 @@ class OvdTask(Task):
             raise ValueError(f"ovd evaluation needs model_family in {MODEL_FAMILIES}, got {model_family!r}")
 
     def score(self, completion: str, gold: Any, ctx: ScoreContext) -> SampleScore:
-        self.check_evaluation(ctx.model_family)
-        if ctx.image_size is None or (ctx.model_family == QWEN2_5_VL and ctx.resized_size is None):
-            raise ValueError(f"{ctx.where}: ovd scoring of {ctx.model_family} needs image_size"
-                             + (" and resized_size" if ctx.model_family == QWEN2_5_VL else ""))
+        self.check_box_context(ctx)
         golds = gold_detections(gold, ctx.where)
         predicted = self.parse_answer(completion, ctx.lenient)
         if predicted is None:

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from paddlemix_r1.rewards.coords import MODEL_FAMILIES, QWEN2_5_VL, Box
+from paddlemix_r1.rewards.coords import MODEL_FAMILIES, Box
 from paddlemix_r1.rewards.parsing import parse_answer_box
 from paddlemix_r1.rewards.rec import IOU_THRESHOLD, gold_box, score_rec_completion
 from paddlemix_r1.tasks.base import SampleScore, ScoreContext, Task
@@ -45,10 +45,7 @@ class RecTask(Task):
             raise ValueError(f"rec evaluation needs model_family in {MODEL_FAMILIES}, got {model_family!r}")
 
     def score(self, completion: str, gold: Any, ctx: ScoreContext) -> SampleScore:
-        self.check_evaluation(ctx.model_family)
-        if ctx.image_size is None or (ctx.model_family == QWEN2_5_VL and ctx.resized_size is None):
-            raise ValueError(f"{ctx.where}: rec scoring of {ctx.model_family} needs image_size"
-                             + (" and resized_size" if ctx.model_family == QWEN2_5_VL else ""))
+        self.check_box_context(ctx)
         s = score_rec_completion(completion, gold_box(gold, ctx.where), ctx.model_family, ctx.image_size,
                                  ctx.resized_size, lenient=ctx.lenient)
         parsed = None if s.predicted_box is None else {"box": list(s.predicted_box),
