@@ -24,6 +24,7 @@ setup(
         "pyarrow",
         "rapidfuzz",  # rewards: VLM-R1's fuzzy ratio (python-Levenshtein's ratio)
         "faster-coco-eval",  # rewards: COCO AP for the OVD rewards
+        "matplotlib",  # eval/pass_at_k.py: the pass@k plot (log2 k axis)
     ],
     extras_require={
         "cpu": ["paddlepaddle>=3.3.1"],

@@ -27,7 +27,9 @@ from paddlemix_r1.rewards.coords import MODEL_FAMILIES
 from paddlemix_r1.tasks import get_task
 
 # The published test sets' file names: <data_root>/<dataset><extension>.
-EXTENSIONS = {"rec": ".json", "counting": ".jsonl", "geoqa": ".jsonl", "ovd": ".jsonl"}
+EXTENSIONS = {"rec": ".json", "counting": ".jsonl", "geoqa": ".jsonl", "ovd": ".jsonl",
+              # Curr-ReFT's test sets ({image, problem, solution}, <answer> golds)
+              "detection": ".jsonl", "classify": ".jsonl", "math": ".jsonl"}
 # Generation budgets of the reference scripts (each task's ``max_new_tokens``): VLM-R1 / PaddleMIX
 # REC and R1-V counting use 256 new tokens, R1-V GeoQA 1024 (its reasoning chains are longer).
 DEFAULT_MAX_NEW_TOKENS = {task: get_task(task).max_new_tokens for task in EXTENSIONS}
@@ -107,9 +109,10 @@ def r1v_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--task",
-        choices=("auto", "counting", "geoqa"),
+        choices=("auto", "counting", "geoqa", "math", "classify", "detection"),
         default="auto",
-        help="scoring of every dataset; auto: 'geo' in the name -> geoqa, 'count' or 'clevr' -> counting",
+        help="scoring of every dataset; auto: 'geo' in the name -> geoqa, 'count' or 'clevr' -> counting; "
+             "math / classify / detection: Curr-ReFT's test sets",
     )
     return p
 

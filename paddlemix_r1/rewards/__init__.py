@@ -30,6 +30,15 @@ the reward above: VLM-R1's ``math`` method maps onto it, so the two names never 
 ``accuracy``      accu_reward_method (one of the ten names above per row), plus the columns of the
                   methods it names. Each row is scored by its method. [0, 1]
 
+Curr-ReFT's curriculum stages (``curr_reft`` module; research Part 1 §1.4), rows of task detection,
+classify or math with ``<answer>`` golds
+``judge``         solution. The answer's yes/no (yes/true/correct vs no/false/incorrect) is the gold's. {0, 1}
+``choice``        solution. The set of option letters A-E is the gold's (order-insensitive). {0, 1}
+``open``          solution, task; detection rows also model_family, image_size, resized_size.
+                  detection: IoU > 0.5 {0, 1}; classify: token-set Jaccard [0, 1]; math: math_verify {0, 1}
+``curr_format``   task, solution. ``format``, and a JSON box in the answer of detection rows whose
+                  gold is a box. {0, 1}
+
 VLM-R1's shaping rewards
 ``length``        completion_length (token count) and ``accuracy``'s columns. Cosine length reward
                   on the row's real accuracy. [-0.5, 1]
@@ -53,6 +62,13 @@ from paddlemix_r1.rewards.coords import (
     resized_to_original,
 )
 from paddlemix_r1.rewards.counting import counting_reward
+from paddlemix_r1.rewards.curr_reft import (
+    choice_reward,
+    curr_format_reward,
+    judge_reward,
+    make_open_reward,
+    open_reward,
+)
 from paddlemix_r1.rewards.format_reward import format_reward, rec_format_reward
 from paddlemix_r1.rewards.llm_judge import JudgeConfig, LLMJudge, default_judge, set_default_judge
 from paddlemix_r1.rewards.math_answer import MathVerifier, make_math_reward, math_reward
@@ -67,6 +83,13 @@ from paddlemix_r1.rewards.registry import (
     register_reward,
 )
 
+# Curr-ReFT's stage rewards are registered here rather than in ``registry``, which keeps that module's
+# imports as they are; importing any ``paddlemix_r1.rewards`` module runs this first.
+register_reward("judge", judge_reward)
+register_reward("choice", choice_reward)
+register_reward("open", open_reward)
+register_reward("curr_format", curr_format_reward)
+
 __all__ = [
     "ACCURACY_METHODS",
     "JudgeConfig",
@@ -78,17 +101,22 @@ __all__ = [
     "accuracy_methods",
     "answer_text",
     "box_iou",
+    "choice_reward",
     "counting_reward",
+    "curr_format_reward",
     "default_judge",
     "extract_answer",
     "format_reward",
     "get_reward",
+    "judge_reward",
     "list_rewards",
     "make_accuracy_reward",
     "make_math_reward",
+    "make_open_reward",
     "math_reward",
     "model_box_to_original",
     "normalized_to_original",
+    "open_reward",
     "original_box_to_model",
     "original_to_normalized",
     "original_to_resized",

@@ -38,7 +38,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -128,15 +128,9 @@ class LLMJudge:
         with self._lock:
             return {"calls": self.calls, "failures": self.failures}
 
-    def _request(self, answer: str, gold: str) -> str:
-        body = {
-            "model": self.config.model,
-            "messages": [
-                {"role": "user", "content": SYSTEM_TASK},
-                {"role": "user", "content": QUESTION.format(answer=answer, gold=gold)},
-            ],
-            "temperature": 0,
-        }
+    def _request(self, messages: list[dict[str, str]]) -> str:
+        """The reply text of one chat completion at temperature 0; raises on any failure (_CALL_ERRORS)."""
+        body = {"model": self.config.model, "messages": messages, "temperature": 0}
         headers = {"Content-Type": "application/json"}
         if self.config.api_key:
             headers["Authorization"] = f"Bearer {self.config.api_key}"
@@ -162,13 +156,20 @@ class LLMJudge:
 
     def judge(self, answer: str, gold: str) -> float:
         """1.0 or 0.0 as the judge says; 0.0 on failure (counted)."""
-        key = (answer, gold)
+        messages = [{"role": "user", "content": SYSTEM_TASK},
+                    {"role": "user", "content": QUESTION.format(answer=answer, gold=gold)}]
+        return self.ask((answer, gold), messages, _parse_verdict)
+
+    def ask(self, key: tuple, messages: list[dict[str, str]], parse: Callable[[str], float | None]) -> float:
+        """``parse(reply)`` of one request (cached under ``key``); 0.0 on a failure, counted: the request
+        failed, or ``parse`` returned None (a reply that is not a verdict). Other judges (a 0-100 score,
+        ``grpo.reject_sample``) reuse this client with their own messages and parser."""
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
             self.calls += 1
         try:
-            reply = self._request(answer, gold)
+            reply = self._request(messages)
         except urllib.error.HTTPError as e:
             return self._fail(f"HTTPError {e.code}", str(e))
         except TimeoutError as e:
@@ -178,10 +179,9 @@ class LLMJudge:
             return self._fail(reason, str(e))
         except _CALL_ERRORS as e:
             return self._fail(type(e).__name__, str(e))
-        m = _VERDICT.fullmatch(reply.strip())
-        if m is None:
+        verdict = parse(reply)
+        if verdict is None:
             return self._fail("bad reply", repr(reply))
-        verdict = float(m.group(1))
         with self._lock:
             if len(self._cache) >= CACHE_SIZE:
                 self._cache.clear()
@@ -194,6 +194,12 @@ class LLMJudge:
             return [self.judge(a, g) for a, g in pairs]
         with ThreadPoolExecutor(max_workers=min(self.config.max_workers, len(pairs))) as pool:
             return list(pool.map(lambda pair: self.judge(*pair), pairs))
+
+
+def _parse_verdict(reply: str) -> float | None:
+    """1.0 / 0.0 for "1", "1.0", "0", "0.0" (surrounding space aside), else None."""
+    m = _VERDICT.fullmatch(reply.strip())
+    return None if m is None else float(m.group(1))
 
 
 _default_judge: LLMJudge | None = None

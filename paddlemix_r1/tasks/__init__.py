@@ -3,7 +3,9 @@ and an evaluation metric; training, the eval CLIs and the demo go through them.
 
 ``rec`` (REC boxes), ``counting`` (CLEVR / SuperCLEVR), ``geoqa`` (geometry, math_verify) and
 ``general`` (VLM-R1's own-data JSONL, scored by each row's ``accu_reward_method``) and ``ovd``
-(open-vocabulary detection: box lists, COCO mAP / AP50 and greedy P/R over the set). The one prompt
+(open-vocabulary detection: box lists, COCO mAP / AP50 and greedy P/R over the set), and Curr-ReFT's
+``detection``, ``classify`` and ``math``, each with the curriculum's prompt methods ``judge``, ``choice``
+and ``open`` (``STAGE_METHODS``, also the names of their accuracy rewards). The one prompt
 table is ``tasks/prompts.py`` (``PROMPTS``, keyed ``(task, method)``).
 
     task = get_task("counting")
@@ -16,6 +18,7 @@ table is ``tasks/prompts.py`` (``PROMPTS``, keyed ``(task, method)``).
 
 from paddlemix_r1.tasks.base import SampleScore, ScoreContext, Task, build_conversation
 from paddlemix_r1.tasks.counting import CountingTask
+from paddlemix_r1.tasks.curr_reft import STAGE_METHODS, ClassifyTask, DetectionTask, MathTask
 from paddlemix_r1.tasks.general import GeneralTask
 from paddlemix_r1.tasks.geoqa import GeoQATask
 from paddlemix_r1.tasks.ovd import OvdTask
@@ -35,15 +38,20 @@ from paddlemix_r1.tasks.rows import (
     row_task,
 )
 
-for _task in (RecTask(), CountingTask(), GeoQATask(), GeneralTask(), OvdTask()):
+for _task in (RecTask(), CountingTask(), GeoQATask(), GeneralTask(), OvdTask(), DetectionTask(), ClassifyTask(),
+              MathTask()):
     register_task(_task)
 
 __all__ = [
     "DEFAULT_ACCURACY_METHOD",
     "PROMPTS",
+    "STAGE_METHODS",
+    "ClassifyTask",
     "CountingTask",
+    "DetectionTask",
     "GeneralTask",
     "GeoQATask",
+    "MathTask",
     "OvdTask",
     "PromptTemplate",
     "RecTask",

@@ -3,7 +3,8 @@
 Keyed ``(task, method)``. A method is a named template variant of a task: ``r1`` and ``baseline``
 are the evaluation CLIs' ``--method``; ``train`` is the string the reference training scripts use
 where it differs from their evaluation string; the ``general`` task's methods are VLM-R1's
-``--task_type`` names. Each template is copied verbatim (spaces included) from the script named in
+``--task_type`` names; ``judge`` / ``choice`` / ``open`` are Curr-ReFT's curriculum stages (tasks
+``detection``, ``classify``, ``math``). Each template is copied verbatim (spaces included) from the script named in
 its ``source``: baselines move with the prompt, so the exact strings are part of the results, and
 the templates are written into every evaluation record and summary.
 
@@ -101,6 +102,37 @@ GEOQA_EVAL = PromptTemplate(
     "test_r1-v.py reused the counting template, but its GeoQA scores were always 0: a \\d+ extractor on '140°')",
 )
 
+# Curr-ReFT (ding523/Curr_REFT at f123433; research file Part 1 §1.2). Every stage prompt extends VLM-R1's default.
+_CURR_TRAIN = "Curr-ReFT train_code/grpo/open-r1-multimodal/src/open_r1/"
+_CURR_EVAL_SCRIPT = "Curr-ReFT eval/muti_process_eval.py"
+CURR_JUDGE = PromptTemplate(
+    _VLM_R1_DEFAULT + " Ensure your final answer is exactly 'yes' or 'no'.",
+    _CURR_TRAIN + "Stage1_judge_math_resize.py (every task)",
+)
+CURR_CHOICE = PromptTemplate(
+    _VLM_R1_DEFAULT + " Ensure your final answer is exactly one of the provided option letters without any "
+    "additional text.",
+    _CURR_TRAIN + "Stage2_choice_math_resize.py (every task but classify)",
+)
+CURR_CHOICE_ALL = PromptTemplate(
+    _VLM_R1_DEFAULT + " Based on the given options, select all options that accurately describe what is shown in "
+    "the image. Ensure your final answer is exactly one or more of the provided option letters without any "
+    "additional text.",
+    _CURR_TRAIN + "Stage2_choice_math_resize.py (classify)",
+)
+CURR_OPEN_DETECTION = PromptTemplate(
+    _VLM_R1_DEFAULT + " Output the final answer in JSON format in <answer> </answer> tags.",
+    _CURR_TRAIN + "Stage3_open_math_resize.py (detection)",
+)
+CURR_OPEN = PromptTemplate(_VLM_R1_DEFAULT, _CURR_TRAIN + "Stage3_open_math_resize.py (every task but detection)")
+CURR_EVAL_DETECTION = PromptTemplate(
+    "{Question} First output your thinking process in <think> </think> tags and then provide the the final answer "
+    "as bounding box coordinates in <answer> </answer> tags. Output the final answer in JSON format.",
+    _CURR_EVAL_SCRIPT + " (detection; 'the the' is theirs)",
+)
+CURR_EVAL = PromptTemplate(_VLM_R1_DEFAULT, _CURR_EVAL_SCRIPT + " (classify and math: the stage-3 template)")
+
+
 PROMPTS: dict[tuple[str, str], PromptTemplate] = {
     ("rec", "r1"): REC_R1,
     ("rec", "rec"): REC_R1,  # VLM-R1's --task_type rec, the same string
@@ -121,6 +153,24 @@ PROMPTS: dict[tuple[str, str], PromptTemplate] = {
     # odLength template VLM-R1's OVD training used, baseline asks it alone.
     ("ovd", "r1"): PromptTemplate(_VLM_R1_OD_LENGTH, f"{_VLM_R1_MODULE}('odLength')"),
     ("ovd", "baseline"): PromptTemplate("{Question}", "the row's own OVD question (VLM-R1 examples/ovd, blog prompt)"),
+    # Curr-ReFT's curriculum (research Part 1 §1.2): stage 1 judge (yes/no), stage 2 choice (option letters;
+    # classify selects every option that applies), stage 3 open. r1 is its evaluation string; it evaluates base
+    # models with the same prompt, so baseline is that string too (read leniently, as every baseline).
+    ("detection", "judge"): CURR_JUDGE,
+    ("detection", "choice"): CURR_CHOICE,
+    ("detection", "open"): CURR_OPEN_DETECTION,
+    ("detection", "r1"): CURR_EVAL_DETECTION,
+    ("detection", "baseline"): CURR_EVAL_DETECTION,
+    ("classify", "judge"): CURR_JUDGE,
+    ("classify", "choice"): CURR_CHOICE_ALL,
+    ("classify", "open"): CURR_OPEN,
+    ("classify", "r1"): CURR_EVAL,
+    ("classify", "baseline"): CURR_EVAL,
+    ("math", "judge"): CURR_JUDGE,
+    ("math", "choice"): CURR_CHOICE,
+    ("math", "open"): CURR_OPEN,
+    ("math", "r1"): CURR_EVAL,
+    ("math", "baseline"): CURR_EVAL,
 }
 
 

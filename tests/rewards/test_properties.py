@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from paddlemix_r1.rewards import get_reward, list_rewards
 from paddlemix_r1.rewards.accuracy import ACCURACY_METHODS, accuracy_methods, make_accuracy_reward
 from paddlemix_r1.rewards.answer_match import make_default_reward
+from paddlemix_r1.rewards.curr_reft import make_open_reward
 from paddlemix_r1.rewards.llm_judge import JudgeConfig, LLMJudge, make_llm_reward
 from paddlemix_r1.rewards.math_answer import MathVerifier, make_math_reward
 from paddlemix_r1.rewards.parsing import extract_answer
@@ -77,11 +78,14 @@ COLUMNS = {
     },
     "weighted_sum": {"solution": OVD_GOLD, "model_family": "qwen2_vl", "image_size": (640, 480)},
     "repetition": {},
+    "judge": {"solution": "<answer>yes</answer>"},
+    "choice": {"solution": "<answer>A, C</answer>"},
+    "curr_format": {"task": "detection", "solution": "<thinking>t</thinking><answer>[1, 2, 30, 40]</answer>"},
 }
 FAST_REWARDS = sorted(COLUMNS)
 RANGE = {"repetition": (-1.0, 0.0), "length": (-0.5, 1.0)}
 # Covered below with their own fixtures: math_verify's worker, the stub judge.
-SLOW_REWARDS = {"math", "default", "llm", "accuracy", "length"}
+SLOW_REWARDS = {"math", "default", "llm", "accuracy", "length", "open"}
 
 
 def test_every_registered_reward_is_covered():
@@ -172,3 +176,28 @@ def test_accuracy_and_length_never_raise(slow_rewards, text, method, n_tokens):
     columns = {"solution": [GOLD_OF[method]], "accu_reward_method": [method]}
     _check("accuracy", slow_rewards["accuracy"]([text], **columns))
     _check("length", slow_rewards["length"]([text], completion_length=[n_tokens], **columns))
+
+
+# Curr-ReFT's ``open`` reward on each of its tasks (math rows call math_verify's worker).
+OPEN_COLUMNS = [
+    {"task": "detection", "solution": "<answer>[10, 10, 50, 60]</answer>", "model_family": "qwen2_5_vl",
+     "image_size": (640, 480), "resized_size": (644, 476)},
+    {"task": "detection", "solution": "<answer>[10, 10, 50, 60]</answer>", "model_family": "qwen2_vl",
+     "image_size": (640, 480)},
+    {"task": "classify", "solution": "<answer>cat, traffic light</answer>"},
+    {"task": "math", "solution": "<thinking>t</thinking><answer>12</answer>"},
+    {"task": "math", "solution": "<answer>B</answer>"},
+    {"task": "math", "solution": "<answer>blue</answer>"},
+]
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(text=any_text, columns=st.sampled_from(OPEN_COLUMNS))
+def test_curr_reft_open_never_raises(math_reward, text, columns):
+    _, verifier = math_reward
+    _check("open", make_open_reward(verifier)([text], **{k: [v] for k, v in columns.items()}))

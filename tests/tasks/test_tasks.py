@@ -22,6 +22,8 @@ from paddlemix_r1.tasks import (
 
 # The reference systems' strings, copied by hand from the scripts named (spaces included): a test that
 # reads them back from tasks/prompts.py would only compare the table with itself.
+CURR_OPEN = ("{Question} First output the thinking process in <think> </think> tags and then output the final "
+             "answer in <answer> </answer> tags.")
 REFERENCE = {
     # PaddleMIX r1_mllm eval/test_rec.py get_test_template("r1") = VLM-R1 get_question_template("rec")
     ("rec", "r1"): "{Question} First output the thinking process in <think> </think> tags and then output the final "
@@ -65,6 +67,22 @@ REFERENCE = {
                    "<answer> </answer> tags, respectively, i.e., <think> reasoning process here </think>"
                    "<answer> answer here </answer>\n{Question}",
     ("ovd", "baseline"): "{Question}",
+    # Curr-ReFT (research file Part 1 §1.2): Stage1_judge / Stage2_choice / Stage3_open _math_resize.py and
+    # eval/muti_process_eval.py
+    **{(task, "judge"): CURR_OPEN + " Ensure your final answer is exactly 'yes' or 'no'."
+       for task in ("detection", "classify", "math")},
+    **{(task, "choice"): CURR_OPEN + " Ensure your final answer is exactly one of the provided option letters "
+                                     "without any additional text." for task in ("detection", "math")},
+    ("classify", "choice"): CURR_OPEN + " Based on the given options, select all options that accurately describe "
+                            "what is shown in the image. Ensure your final answer is exactly one or more of the "
+                            "provided option letters without any additional text.",
+    ("detection", "open"): CURR_OPEN + " Output the final answer in JSON format in <answer> </answer> tags.",
+    ("classify", "open"): CURR_OPEN,
+    ("math", "open"): CURR_OPEN,
+    **{("detection", m): "{Question} First output your thinking process in <think> </think> tags and then provide "
+                         "the the final answer as bounding box coordinates in <answer> </answer> tags. Output the "
+                         "final answer in JSON format." for m in ("r1", "baseline")},
+    **{(task, m): CURR_OPEN for task in ("classify", "math") for m in ("r1", "baseline")},
 }
 
 
@@ -75,18 +93,18 @@ def test_the_prompt_table_holds_the_reference_strings_verbatim():
 
 
 def test_every_task_has_its_training_prompt_and_the_cli_methods():
-    assert list_tasks() == ["counting", "general", "geoqa", "ovd", "rec"]
+    assert list_tasks() == ["classify", "counting", "detection", "general", "geoqa", "math", "ovd", "rec"]
     for name in list_tasks():
         task = get_task(name)
         assert task.train_method in task.methods
         for reward in task.rewards:
             get_reward(reward)  # every training reward is registered
-    for name in ("rec", "counting", "geoqa", "ovd"):
+    for name in ("rec", "counting", "geoqa", "ovd", "detection", "classify", "math"):
         assert set(METHODS) <= set(get_task(name).methods)
     assert get_task("general").methods == ("default", "rec", "ic", "odLength", "gui")
     with pytest.raises(ValueError, match=r"task 'counting' has no prompt method 'gui'; its methods: \['baseline', 'r1', 'train'\]"):
         get_prompt("counting", "gui")
-    with pytest.raises(ValueError, match="unknown task 'ocr'; tasks: counting, general, geoqa, ovd, rec"):
+    with pytest.raises(ValueError, match="unknown task 'ocr'; tasks: classify, counting, detection, general, geoqa, math, ovd, rec"):
         get_task("ocr")
 
 
@@ -194,7 +212,7 @@ def test_rows_built_in_code_are_completed_like_file_rows():
         ("counting", 2, "default"), ("rec", [1.0, 2.0, 3.0, 4.0], "default"), ("general", "B", "mcq")]
     assert out[1]["images"] == ["2.png"] and rows[1]["images"] == "2.png"  # new dicts, inputs untouched
     with pytest.raises(ValueError, match=r"row 0 \(id 'a'\): field 'task' must name a task"):
-        normalize_rows([{**rows[0], "task": "detection"}], default_task="counting")
+        normalize_rows([{**rows[0], "task": "ocr"}], default_task="counting")
     with pytest.raises(ValueError, match=r"row 0 \(id 'c'\): field 'accu_reward_method' must be one of"):
         normalize_rows([{**rows[2], "accu_reward_method": "odlength"}], default_task="counting")
     with pytest.raises(ValueError, match=r"row 0 \(id 'a'\): missing field 'problem'"):
