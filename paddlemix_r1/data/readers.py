@@ -21,16 +21,23 @@ A row (the same as ``synthetic``'s; ``paddlemix_r1.tasks.rows`` documents it)::
 
 Formats, told apart by content where the extension is ambiguous (``detect_format``):
 
-``yaml``    a data config listing files, as PaddleMIX / VLM-R1 write it::
+``yaml``    a data config listing files, as PaddleMIX / VLM-R1 (``datasets:``) and Curr-ReFT
+            (``train_datasets:`` and ``val_datasets:``) write it::
 
-                datasets:
+                train_datasets:                        # or datasets: (not both)
                   - json_path: data/rec_jsons_processed/refcoco_train.json
-                    sampling_strategy: first:1000      # all | first:N | end:N | random:N | random:P%
+                    sampling_strategy: first:1000      # all | first:N | end:N | random:N; N may be P%
                     image_root: data/coco              # optional, overrides the image_root argument
+                val_datasets:                          # read by read_val_datasets (per-stage evaluation)
+                  - json_path: data/judge_math_val.jsonl
 
             Relative ``json_path`` are resolved against the working directory (as PaddleMIX's scripts
-            do), then against the YAML file's directory. Sampling is applied to the rows read from
-            that entry; ``random`` is seeded by ``seed``.
+            do), then against the YAML file's directory. Sampling is applied to every row of that
+            entry (bad ones included, before they are dropped or raised), as their loaders do:
+            ``P%`` is ceil(P * rows / 100); ``random`` shuffles and keeps the first N, with ONE
+            ``random.Random(seed)`` per config whose stream runs through the train entries, then the
+            val entries (their loaders: ``random.shuffle`` on the global generator, train before val;
+            theirs is unseeded, ours is ``random.seed(seed)`` once before the train entries).
 ``json``    a JSON list of row objects (e.g. rec_jsons_processed: ``image``, ``problem``,
             ``solution``, ``normal_caption``); a ``.json`` file that starts with ``{`` is read as JSONL.
 ``jsonl``   one row object per line.
@@ -547,30 +554,55 @@ def dataset_dir_files(folder: str) -> list[str]:
     raise DatasetError(f"{folder}: no *.parquet or *.arrow files in the dataset directory")
 
 
-def _sample(rows: list[dict], strategy: str, where: str, seed: int) -> list[dict]:
-    """PaddleMIX's sampling_strategy: all | first:N | end:N | random:N | random:P%."""
+SAMPLING_STRATEGIES = ("all", "first:N", "end:N", "random:N", "first:P%", "end:P%", "random:P%")
+DATA_CONFIG_SPLITS = ("train", "val")
+
+
+def _sample_count(strategy: str, n_rows: int, where: str) -> tuple[str, int | None]:
+    """(name, number of rows) of a sampling strategy; (``"all"``, None) for ``all``.
+
+    ``N%`` is ceil(N * rows / 100), as the Curr-ReFT / VLM-R1 loaders compute it."""
     if strategy == "all":
-        return rows
+        return "all", None
     name, _, amount = strategy.partition(":")
     if name not in ("first", "end", "random") or not amount:
-        raise DatasetError(f"{where}: sampling_strategy must be all, first:N, end:N or random:N[%], got {strategy!r}")
+        raise DatasetError(f"{where}: sampling_strategy must be all, first:N, end:N or random:N (N may be P%), "
+                           f"got {strategy!r}")
     try:
-        number = math.ceil(float(amount[:-1]) * len(rows) / 100) if amount.endswith("%") else int(amount)
+        number = math.ceil(float(amount[:-1]) * n_rows / 100) if amount.endswith("%") else int(amount)
     except ValueError:
         raise DatasetError(f"{where}: sampling_strategy {strategy!r}: {amount!r} is not a number") from None
     if number < 0:
         raise DatasetError(f"{where}: sampling_strategy {strategy!r} is negative")
+    if name == "end" and number == 0:
+        # Their loaders slice rows[-0:], which is every row; refuse rather than pick either meaning.
+        raise DatasetError(f"{where}: sampling_strategy {strategy!r} selects no rows here but every row in "
+                           f"Curr-ReFT's / VLM-R1's loader (rows[-0:]); remove the entry or write 'first:0'")
+    return name, number
+
+
+def _sample(rows: list, strategy: str, where: str, rng: random.Random) -> list:
+    """The rows ``strategy`` selects (all | first:N | end:N | random:N, N may be P%).
+
+    ``random`` shuffles with ``rng`` and keeps the first N, exactly as Curr-ReFT's Stage*.py and
+    VLM-R1's grpo_rec.py do with the global ``random`` module; the caller passes one generator per
+    data config, seeded once, so successive ``random`` entries continue the same stream as theirs."""
+    name, number = _sample_count(strategy, len(rows), where)
+    if name == "all":
+        return rows
     if name == "first":
         return rows[:number]
     if name == "end":
-        return rows[len(rows) - number:] if number else []
+        return rows[-number:]
     shuffled = list(rows)
-    random.Random(seed).shuffle(shuffled)
+    rng.shuffle(shuffled)
     return shuffled[:number]
 
 
-def _yaml_entries(path: str, root: str) -> list[tuple[str, str, str, str]]:
-    """(data file, image root, sampling strategy, where) per entry of a data-config YAML."""
+_SPLIT_KEYS = {"train": ("train_datasets", "datasets"), "val": ("val_datasets",)}
+
+
+def _load_data_config(path: str) -> dict:
     import yaml
 
     with open(path, encoding="utf-8") as f:
@@ -578,12 +610,32 @@ def _yaml_entries(path: str, root: str) -> list[tuple[str, str, str, str]]:
             config = yaml.safe_load(f)
         except yaml.YAMLError as e:
             raise DatasetError(f"{path}: invalid YAML: {e}") from None
-    entries = config.get("datasets") if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        raise DatasetError(f"{path}: a data config must be a mapping with a 'datasets:' or 'train_datasets:' list")
+    if "datasets" in config and "train_datasets" in config:
+        raise DatasetError(f"{path}: give either 'datasets' (VLM-R1) or 'train_datasets' (Curr-ReFT), not both")
+    return config
+
+
+def has_val_datasets(path: str) -> bool:
+    """Whether the data-config YAML ``path`` has a non-empty ``val_datasets:`` list."""
+    entries = _load_data_config(path).get("val_datasets")
+    return isinstance(entries, list) and bool(entries)
+
+
+def _yaml_entries(path: str, root: str, split: str = "train",
+                  config: dict | None = None) -> list[tuple[str, str, str, str]]:
+    """(data file, image root, sampling strategy, where) per entry of one split of a data-config YAML."""
+    config = _load_data_config(path) if config is None else config
+    keys = _SPLIT_KEYS[split]
+    key = next((k for k in keys if k in config), keys[0])
+    entries = config.get(key)
     if not isinstance(entries, list) or not entries:
-        raise DatasetError(f"{path}: expected a 'datasets:' list of {{json_path: ...}} entries")
+        wanted = " or ".join(f"'{k}:'" for k in keys)
+        raise DatasetError(f"{path}: expected a {wanted} list of {{json_path: ...}} entries")
     out = []
     for i, entry in enumerate(entries):
-        where = f"{path}: datasets[{i}]"
+        where = f"{path}: {key}[{i}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("json_path"), str):
             raise DatasetError(f"{where}: each entry needs a 'json_path' string, got {entry!r}")
         file = entry["json_path"]
@@ -597,6 +649,8 @@ def _yaml_entries(path: str, root: str) -> list[tuple[str, str, str, str]]:
         strategy = entry.get("sampling_strategy", "all")
         if not isinstance(entry_root, str) or not isinstance(strategy, str):
             raise DatasetError(f"{where}: 'image_root' and 'sampling_strategy' must be strings")
+        if detect_format(file) == "yaml":
+            raise DatasetError(f"{where}: a data config cannot list another data config ({file})")
         out.append((file, entry_root, strategy, where))
     return out
 
@@ -605,26 +659,19 @@ SourcedRow = tuple[str, dict]
 """("<file>:<line>" or "<file>:row <N>", row): a row and where it was read."""
 
 
-def _read_one(path: str, root: str, task: str, reward_method: str | None, checker: _ImageChecker,
-              cache_dir: str, seed: int, skipped: list[str], skip_bad: bool) -> list[SourcedRow]:
+def _read_results(path: str, root: str, task: str, reward_method: str | None, checker: _ImageChecker,
+                  cache_dir: str) -> list[tuple[str, RowResult]]:
+    """Every row of one data file or dataset directory, in file order, bad rows as DatasetError."""
     kind = detect_format(path)
-    if kind == "yaml":
-        rows = []
-        for file, entry_root, strategy, where in _yaml_entries(path, root):
-            if detect_format(file) == "yaml":
-                raise DatasetError(f"{where}: a data config cannot list another data config ({file})")
-            part = _read_one(file, entry_root, task, reward_method, checker, cache_dir, seed, skipped, skip_bad)
-            rows.extend(_sample(part, strategy, where, seed))
-        return rows
     if kind == "hf_dir":
-        rows = []
-        for shard in dataset_dir_files(path):
-            rows.extend(_read_one(shard, root, task, reward_method, checker, cache_dir, seed, skipped, skip_bad))
-        return rows
+        return [r for shard in dataset_dir_files(path)
+                for r in _read_results(shard, root, task, reward_method, checker, cache_dir)]
     if kind in ("json", "jsonl"):
-        results: Iterable[tuple[str, RowResult]] = _read_json_rows(path, kind, root, task, reward_method, checker)
-    else:
-        results = _read_table_rows(path, kind, root, task, reward_method, checker, cache_dir)
+        return list(_read_json_rows(path, kind, root, task, reward_method, checker))
+    return list(_read_table_rows(path, kind, root, task, reward_method, checker, cache_dir))
+
+
+def _keep_good(results: Iterable[tuple[str, RowResult]], skipped: list[str], skip_bad: bool) -> list[SourcedRow]:
     rows = []
     for where, result in results:
         if isinstance(result, DatasetError):
@@ -633,6 +680,33 @@ def _read_one(path: str, root: str, task: str, reward_method: str | None, checke
             skipped.append(str(result))
         else:
             rows.append((where, result))
+    return rows
+
+
+def _read_one(path: str, root: str, task: str, reward_method: str | None, checker: _ImageChecker,
+              cache_dir: str, seed: int, skipped: list[str], skip_bad: bool, split: str = "train") -> list[SourcedRow]:
+    """The rows of one file; for a data-config YAML, its ``split`` entries, each sampled.
+
+    Sampling picks from every row of the entry, bad ones included (as the Curr-ReFT / VLM-R1 loaders,
+    which do not look at rows, count them), then bad rows are dropped or raised. One ``random.Random(seed)``
+    serves the whole config: for ``split="val"`` it first makes the draws of the ``train`` entries'
+    ``random`` sampling, because their trainers load the train datasets, then the val ones, from one stream."""
+    if detect_format(path) != "yaml":
+        if split != "train":
+            raise DatasetError(f"{path}: only a data-config YAML has a {split!r} split")
+        return _keep_good(_read_results(path, root, task, reward_method, checker, cache_dir), skipped, skip_bad)
+    config = _load_data_config(path)
+    rng = random.Random(seed)
+    if split == "val":
+        none = _ImageChecker("none")
+        for file, entry_root, strategy, where in _yaml_entries(path, root, "train", config):
+            if strategy.startswith("random:"):  # a shuffle's draws depend only on the number of rows
+                n = len(_read_results(file, entry_root, task, reward_method, none, cache_dir))
+                _sample(list(range(n)), strategy, where, rng)
+    rows = []
+    for file, entry_root, strategy, where in _yaml_entries(path, root, split, config):
+        results = _read_results(file, entry_root, task, reward_method, checker, cache_dir)
+        rows.extend(_keep_good(_sample(results, strategy, where, rng), skipped, skip_bad))
     return rows
 
 
@@ -656,12 +730,15 @@ def read_sourced_rows(
     check_images: str = "open",
     cache_dir: str | None = None,
     seed: int = 0,
+    split: str = "train",
 ) -> tuple[list[SourcedRow], list[str]]:
     """``read_training_files`` with each row's "<file>:<line>": ([(where, row), ...], skipped messages).
 
     The evaluation readers use it (``check_images="none"``: a missing image is a per-sample error
     there), so training and evaluation parse every file format with the same code.
     """
+    if split not in DATA_CONFIG_SPLITS:
+        raise ValueError(f"split must be one of {DATA_CONFIG_SPLITS}, got {split!r}")
     get_task(task)  # the default task must exist even if every row names its own
     paths = [p for p in split_paths(files) if p]
     if not paths:
@@ -680,7 +757,7 @@ def read_sourced_rows(
     rows: list[SourcedRow] = []
     skipped: list[str] = []
     for path, root, method in zip(paths, roots, methods):
-        rows.extend(_read_one(path, root, task, method, checker, cache, seed, skipped, skip_bad))
+        rows.extend(_read_one(path, root, task, method, checker, cache, seed, skipped, skip_bad, split))
     if skipped:
         logger.warning("skipped %d bad row(s) in %s; first: %s", len(skipped), ", ".join(paths), skipped[0])
     if not rows:
@@ -699,6 +776,7 @@ def read_training_files(
     check_images: str = "open",
     cache_dir: str | None = None,
     seed: int = 0,
+    split: str = "train",
 ) -> TrainingRows:
     """Read training rows from ``files`` (see the module docstring for formats and the row format).
 
@@ -714,11 +792,33 @@ def read_training_files(
                     ``accu_reward_method`` wins. Every row gets the ``accu_reward_method`` field.
     check_images:   "open" (read each image's header), "decode" (decode every image fully) or "none".
     cache_dir:      where images stored inside parquet / arrow shards are written.
-    seed:           seed of YAML ``random:`` sampling.
+    seed:           seed of YAML ``random:`` sampling (one ``random.Random(seed)`` per data config).
+    split:          "train": a data config's ``train_datasets`` (or ``datasets``); "val": its
+                    ``val_datasets`` (then every file must be a data config; ``read_val_datasets``).
 
     Raises DatasetError (``<file>:<line>: ...``) for a bad row unless ``skip_bad``, and always for
     an unreadable file or when no row is left.
     """
     rows, skipped = read_sourced_rows(files, image_root, task, skip_bad, reward_methods=reward_methods,
-                                      check_images=check_images, cache_dir=cache_dir, seed=seed)
+                                      check_images=check_images, cache_dir=cache_dir, seed=seed, split=split)
     return TrainingRows((row for _, row in rows), skipped)
+
+
+def read_val_datasets(
+    config: str,
+    image_root: str,
+    task: str,
+    skip_bad: bool = False,
+    *,
+    check_images: str = "open",
+    cache_dir: str | None = None,
+    seed: int = 0,
+) -> TrainingRows:
+    """The ``val_datasets`` rows of the data-config YAML ``config`` (Curr-ReFT's per-stage validation sets),
+    sampled as their trainer samples them after its train datasets (``read_training_files``, split="val").
+
+    DatasetError if ``config`` is not a data config or has no ``val_datasets`` list (``has_val_datasets``)."""
+    if detect_format(config) != "yaml":
+        raise DatasetError(f"{config}: val_datasets are read from a data-config YAML, not a data file")
+    return read_training_files([config], image_root, task, skip_bad, check_images=check_images,
+                               cache_dir=cache_dir, seed=seed, split="val")

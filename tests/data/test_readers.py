@@ -301,7 +301,7 @@ def test_nothing_left_and_unknown_inputs(tmp_path, coco):
     (tmp_path / "notes.txt").write_text("hello", encoding="utf-8")
     with pytest.raises(DatasetError, match="unsupported data file"):
         read_training_files([str(tmp_path / "notes.txt")], str(coco), task="rec")
-    with pytest.raises(ValueError, match="unknown task .ocr.; tasks: counting, general, geoqa, ovd, rec"):
+    with pytest.raises(ValueError, match="unknown task .ocr.; tasks: .*counting, .*geoqa, .*rec"):
         read_training_files([str(path)], str(coco), task="ocr")
 
 
@@ -350,9 +350,9 @@ def test_rows_name_their_task_so_one_file_mixes_tasks(tmp_path):
         ("rec", [1.0, 2.0, 3.0, 4.0]), ("counting", 2), ("general", "yes")]
     bad = write_jsonl(tmp_path / "bad.jsonl", [
         {"image": "1.png", "problem": "p", "solution": "3", "task": "counting"},
-        {"image": "1.png", "problem": "p", "solution": "3", "task": "detection"},
+        {"image": "1.png", "problem": "p", "solution": "3", "task": "ocr"},
     ])
-    with pytest.raises(DatasetError, match=r"bad.jsonl:2: field 'task' must name a task \(counting, general"):
+    with pytest.raises(DatasetError, match=r"bad.jsonl:2: field 'task' must name a task \(classify, counting, detection, general"):
         read_training_files([str(bad)], str(tmp_path), task="counting")
     bad.write_text(json.dumps({"image": "1.png", "problem": "p", "solution": "many", "task": "counting"}) + "\n")
     with pytest.raises(DatasetError, match=r"bad.jsonl:1: field 'solution': gold count must be an integer"):
