@@ -3,7 +3,9 @@
     paddlemix-r1 generate [--model_path D] [--image I] [--prompt P]   # look at what a checkpoint answers
     paddlemix-r1 tiny-checkpoint --out D [--family qwen2_5_vl]         # build a tiny random checkpoint
     paddlemix-r1 train --config configs/tiny_cpu.yaml [key=value ...]  # GRPO training
-    paddlemix-r1 demo [--output_dir D] [--smoke]                       # the whole pipeline on CPU, minutes
+    paddlemix-r1 curriculum --config configs/curr_reft_qwen2_5_vl_3b.yaml [key=value ...]  # staged GRPO
+    paddlemix-r1 reject-sample --config configs/curr_reft_reject_sft_3b.yaml [--flag value ...]  # RS-SFT data
+    paddlemix-r1 demo [--output_dir D] [--smoke] [--recipe curriculum]  # the whole pipeline on CPU, minutes
     paddlemix-r1 doctor [--report doctor_report.json] [--contracts]    # check this machine (run it first)
 """
 
@@ -94,10 +96,42 @@ def cmd_train(args: argparse.Namespace) -> int:
     return run_guarded(train)
 
 
+def cmd_curriculum(args: argparse.Namespace) -> int:
+    """Curriculum GRPO (grpo/curriculum.py); under ``paddle.distributed.launch`` every rank runs this."""
+    from paddlemix_r1.distributed import get_env, run_guarded
+
+    def curriculum() -> int:
+        from paddlemix_r1.grpo.curriculum import CurriculumConfig, format_summary, run_curriculum
+
+        cfg = CurriculumConfig.load(args.config, args.overrides)
+        results = run_curriculum(cfg)
+        if get_env().is_main:
+            print(format_summary(results))
+            print(f"summary and plot in {cfg.output_dir}; next stage would start from {results[-1].handoff}")
+        return 0
+
+    return run_guarded(curriculum)
+
+
+def cmd_reject_sample(args: argparse.Namespace) -> int:
+    """Rejection-sampling SFT data (and SFT on it): grpo/reject_sample.py."""
+    from paddlemix_r1.grpo.reject_sample import RejectSampleConfig, run_reject_sample
+
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "fn", "config")}
+    run_reject_sample(RejectSampleConfig.load(args.config, flags))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.recipe == "curriculum":
+        from paddlemix_r1.curriculum_demo import CurriculumDemoSettings, run_curriculum_demo
+
+        settings = CurriculumDemoSettings.smoke() if args.smoke else CurriculumDemoSettings()
+        run_curriculum_demo(args.output_dir or os.path.join("outputs", "demo_curriculum"), settings)
+        return 0
     from paddlemix_r1.demo import DemoSettings, run_demo
 
-    run_demo(args.output_dir, DemoSettings.smoke() if args.smoke else DemoSettings())
+    run_demo(args.output_dir or os.path.join("outputs", "demo"), DemoSettings.smoke() if args.smoke else DemoSettings())
     return 0
 
 
@@ -130,9 +164,60 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("overrides", nargs="*", help="key=value overrides, e.g. learning_rate=1e-6 max_steps=100")
     tr.set_defaults(fn=cmd_train)
 
+    cu = sub.add_parser("curriculum", help="curriculum GRPO (Curr-ReFT: judge -> choice -> open) from one YAML recipe; "
+                                           "resumable, runs under paddle.distributed.launch like train")
+    cu.add_argument("--config", required=True, help="curriculum YAML (see configs/curr_reft_*.yaml)")
+    cu.add_argument("overrides", nargs="*",
+                    help="key=value: output_dir / model_name_or_path; a GRPOConfig field for every stage (e.g. "
+                         "max_steps=2); <stage>.<key>=value for one stage (e.g. judge.learning_rate=1e-6, "
+                         "open.eval.sample_num=100)")
+    cu.set_defaults(fn=cmd_curriculum)
+
+    rs = sub.add_parser("reject-sample", help="rejection sampling (Curr-ReFT): N completions per prompt, scored by "
+                                              "task rewards or a 0-100 judge, best >= threshold to ms-swift JSONL; "
+                                              "then SFT on it (--sft_steps)")
+    rs.add_argument("--config", help="YAML of RejectSampleConfig fields (configs/curr_reft_reject_sft_*.yaml); "
+                                     "flags override it")
+    for flag, kind, text in [
+        ("model_path", str, "checkpoint that samples (and is trained by --sft_steps)"),
+        ("data_files", str, "data file or data-config YAML (repeat for several)"),
+        ("image_root", str, "folder the rows' image paths are relative to"),
+        ("task", str, "task of rows without a 'task' field"),
+        ("prompt_method", str, "prompt method of the rows' tasks (default: each task's training prompt)"),
+        ("max_rows", int, "use only the first N rows"),
+        ("data_seed", int, "seed of the data config's random: sampling"),
+        ("output", str, "ms-swift messages JSONL to write"),
+        ("num_samples", int, "completions per prompt (N)"),
+        ("threshold", float, "keep the best completion scoring >= this"),
+        ("scorer", str, "rewards | judge"),
+        ("reward_funcs", str, "scorer rewards: these rewards (repeat) instead of each row's task's"),
+        ("reward_weights", float, "weights of --reward_funcs (repeat)"),
+        ("judge_url", str, "scorer judge: OpenAI-compatible endpoint base, e.g. http://127.0.0.1:8000/v1"),
+        ("judge_model", str, "model name sent to the judge"),
+        ("judge_api_key_env", str, "environment variable holding the judge's API key"),
+        ("judge_timeout_s", float, "per-request timeout; past it the score is a counted failure (0)"),
+        ("judge_max_workers", int, "concurrent judge requests"),
+        ("max_new_tokens", int, None), ("temperature", float, None), ("top_p", float, None), ("top_k", int, None),
+        ("batch_size", int, "prompts per generate call"), ("max_prompt_length", int, None), ("seed", int, None),
+        ("dtype", str, None),
+        ("sft_steps", int, "SFT steps on the kept records after sampling (0: sample only)"),
+        ("sft_data", str, "SFT on this ms-swift JSONL instead of sampling"),
+        ("sft_image_root", str, "folder relative image paths of --sft_data are resolved against"),
+        ("sft_learning_rate", float, "Curr-ReFT: 2e-7"), ("sft_batch_size", int, None),
+        ("sft_output_dir", str, "where the SFT model is saved"),
+    ]:
+        many = flag in ("data_files", "reward_funcs", "reward_weights")
+        rs.add_argument(f"--{flag}", type=kind, action="append" if many else "store", help=text)
+    rs.add_argument("--freeze_vision", action=argparse.BooleanOptionalAction, default=None,
+                    help="freeze the vision tower during SFT (Curr-ReFT: no)")
+    rs.set_defaults(fn=cmd_reject_sample)
+
     d = sub.add_parser("demo", help="tiny model + synthetic counting: SFT warm-up, GRPO, evaluation (CPU, no downloads)")
-    d.add_argument("--output_dir", default=os.path.join("outputs", "demo"))
+    d.add_argument("--output_dir", default=None,
+                   help="default outputs/demo (counting) or outputs/demo_curriculum (curriculum)")
     d.add_argument("--smoke", action="store_true", help="a short run (CI)")
+    d.add_argument("--recipe", choices=("counting", "curriculum"), default="counting",
+                   help="counting: SFT warm-up then GRPO; curriculum: Curr-ReFT's judge -> choice -> open stages")
     d.set_defaults(fn=cmd_demo)
 
     dr = sub.add_parser("doctor", help="check this machine: build, CPU, kernels; on GPU kernel parity, a GRPO step, "

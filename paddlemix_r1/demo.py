@@ -85,8 +85,13 @@ def _evaluate(model_dir: str, data_dir: str, out_dir: str, label: str) -> dict:
     return {"accuracy": summary.accuracy, "correct": summary.correct, "n": summary.n}
 
 
-def _plot(values: list[float], path: str, title: str) -> None:
-    """A small line plot drawn with PIL (no plotting dependency)."""
+def plot_curve(values: list[float], path: str, title: str,
+               segments: list[tuple[int, str]] | None = None) -> None:
+    """A small line plot drawn with PIL (no plotting dependency): the values, and a 5-point moving average.
+
+    ``segments``: (first index, label) of consecutive parts (curriculum stages): each is smoothed on
+    its own and its start is marked with a vertical line and its label.
+    """
     from PIL import Image, ImageDraw
 
     w, h, pad = 640, 360, 40
@@ -99,9 +104,20 @@ def _plot(values: list[float], path: str, title: str) -> None:
     def xy(i, v):
         return pad + (w - 2 * pad) * i / max(1, len(values) - 1), h - pad - (h - 2 * pad) * (v - lo) / span
 
-    smooth = np.convolve(values, np.ones(5) / 5, mode="valid").tolist() if len(values) >= 5 else values
     d.line([xy(i, v) for i, v in enumerate(values)], fill=(170, 190, 230), width=1)
-    d.line([xy(i + (len(values) - len(smooth)) / 2, v) for i, v in enumerate(smooth)], fill=(30, 70, 200), width=3)
+    bounds = [(0, len(values), None)] if not segments else [
+        (start, segments[k + 1][0] if k + 1 < len(segments) else len(values), label)
+        for k, (start, label) in enumerate(segments)]
+    for start, stop, label in bounds:
+        part = values[start:stop]
+        smooth = np.convolve(part, np.ones(5) / 5, mode="valid").tolist() if len(part) >= 5 else part
+        offset = start + (len(part) - len(smooth)) / 2
+        if len(smooth) > 1:
+            d.line([xy(offset + i, v) for i, v in enumerate(smooth)], fill=(30, 70, 200), width=3)
+        if label is not None:
+            x0 = xy(start, lo)[0]
+            d.line([(x0, pad), (x0, h - pad)], fill=(200, 60, 60), width=1)
+            d.text((x0 + 4, pad + 4), label, fill=(200, 60, 60))
     d.text((pad, 12), title, fill=(0, 0, 0))
     d.text((pad, h - pad + 8), f"step 1 .. {len(values)}    reward {lo:.2f} .. {hi:.2f}", fill=(0, 0, 0))
     img.save(path)
@@ -163,7 +179,7 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None) -> dict:
     after = _evaluate(final, data_dir, output_dir, "after")
 
     curve = [h["reward"] for h in history]
-    _plot(curve, os.path.join(output_dir, "reward_curve.png"), "GRPO mean reward (counting + 0.5 x format)")
+    plot_curve(curve, os.path.join(output_dir, "reward_curve.png"), "GRPO mean reward (counting + 0.5 x format)")
     summary = {
         "initial": initial, "before": before, "after": after, "reward_curve": curve,
         "counting_reward_curve": [h.get("rewards/counting/mean") for h in history],

@@ -3,8 +3,9 @@
 A row is a dict:
     images   list of PIL images (or paths)
     problem  the question, without the answer-format template
-    solution gold answer: int (counting), [x1, y1, x2, y2] in original pixels (rec), str (geoqa)
-    task     "counting" | "rec" | "geoqa"
+    solution gold answer: int (counting), [x1, y1, x2, y2] in original pixels (rec), str (geoqa),
+             "<answer>...</answer>" (Curr-ReFT's math rows: ``counting_curriculum_rows``)
+    task     "counting" | "rec" | "geoqa" | "math"
     id       stable identifier
 
 Every generator is a pure function of its arguments: the same seed gives the same rows and the
@@ -18,6 +19,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -64,6 +66,69 @@ def counting_rows(n: int, seed: int = 0, max_count: int = 5, size: tuple[int, in
         rows.append({"id": f"counting/{seed}/{i}", "images": [img], "problem": "How many shapes are in the image?",
                      "solution": k, "task": "counting"})
     return rows
+
+
+CURRICULUM_FORMS = ("judge", "choice", "open")
+"""Curr-ReFT's answer formats by stage: yes/no judgement, a multiple-choice letter, the open answer."""
+CHOICE_LETTERS = "ABCD"
+
+
+def counting_curriculum_rows(n: int, form: str, seed: int = 0, max_count: int = 3, **counting: Any) -> list[dict]:
+    """Counting questions in one of Curr-ReFT's three answer formats, as its ``math`` rows (counting answers
+    are numbers): ``{id, images, problem, solution: "<answer>...</answer>", task: "math"}``.
+
+    judge   "Are there 2 shapes in the image?"; half the rows state the true count (gold "yes"), the others
+            a different count in [1, max(max_count, 2)] (gold "no").
+    choice  "How many shapes are in the image? Options: A. 3 B. 1 C. 4 D. 2": the counts 1..4 in a random order
+            per row (max_count <= 4); gold the letter of the true count.
+    open    "How many shapes are in the image?"; gold the count.
+
+    The images are ``counting_rows(n, seed, max_count, **counting)``'s, so the three forms of one seed show the
+    same pictures.
+    """
+    if form not in CURRICULUM_FORMS:
+        raise ValueError(f"form must be one of {CURRICULUM_FORMS}, got {form!r}")
+    if form == "choice" and max_count > len(CHOICE_LETTERS):
+        raise ValueError(f"choice rows offer {len(CHOICE_LETTERS)} options: max_count must be <= "
+                         f"{len(CHOICE_LETTERS)}, got {max_count}")
+    rng = np.random.default_rng([seed, CURRICULUM_FORMS.index(form)])
+    rows = []
+    for row in counting_rows(n, seed=seed, max_count=max_count, **counting):
+        k = row["solution"]
+        if form == "judge":
+            claim = k if rng.integers(2) else int(rng.choice([c for c in range(1, max(max_count, 2) + 1) if c != k]))
+            verb, noun = ("Is", "shape") if claim == 1 else ("Are", "shapes")
+            problem, answer = f"{verb} there {claim} {noun} in the image?", "yes" if claim == k else "no"
+        elif form == "choice":
+            values = [int(v) for v in rng.permutation(len(CHOICE_LETTERS)) + 1]
+            options = " ".join(f"{letter}. {v}" for letter, v in zip(CHOICE_LETTERS, values))
+            problem, answer = f"{row['problem']} Options: {options}", CHOICE_LETTERS[values.index(k)]
+        else:
+            problem, answer = row["problem"], str(k)
+        rows.append({**row, "id": f"counting_{form}/{seed}/{row['id'].rsplit('/', 1)[1]}", "problem": problem,
+                     "solution": f"<answer>{answer}</answer>", "task": "math", "count": k})
+    return rows
+
+
+def write_curr_reft_jsonl(rows: Sequence[dict], out_dir: str, name: str) -> str:
+    """Save ``rows`` as PNGs under ``out_dir/images/<name>/`` and Curr-ReFT's JSONL ``out_dir/<name>.jsonl``:
+    one ``{"id", "image": path relative to out_dir, "problem", "solution", "task"}`` per line (plus the rows'
+    other JSON fields). Read it back with ``read_training_files([path], out_dir, "math")``. Returns the path."""
+    from paddlemix_r1.processing.image_processor import load_image
+
+    image_dir = os.path.join(out_dir, "images", name)
+    os.makedirs(image_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{name}.jsonl")
+    with open(path, "w", encoding="utf-8") as f:
+        for i, row in enumerate(rows):
+            if len(row["images"]) != 1:
+                raise ValueError(f"row {row.get('id')}: Curr-ReFT rows hold one image, got {len(row['images'])}")
+            rel = os.path.join("images", name, f"{i:06d}.png")
+            load_image(row["images"][0]).save(os.path.join(out_dir, rel), format="PNG")
+            extras = {k: v for k, v in row.items() if k not in ("id", "images", "problem", "solution", "task")}
+            f.write(json.dumps({"id": str(row["id"]), "image": rel, "problem": row["problem"],
+                                "solution": row["solution"], "task": row["task"], **extras}, ensure_ascii=False) + "\n")
+    return path
 
 
 def rec_rows(n: int, seed: int = 0, size: tuple[int, int] = (140, 112), side: int = 28) -> list[dict]:
