@@ -1,7 +1,9 @@
-# Shared body of scripts/run_grpo_{rec,counting,geometry}.sh; they set, then source this file:
+# Shared body of scripts/run_grpo_{rec,counting,geometry}.sh and run_curriculum.sh; they set, then source this file:
 #   NAME         run name (default log dir outputs/launch_logs/$NAME)
 #   RECIPE       default config for GPUs
 #   CPU_ARGS     array of extra overrides for the CPU mode's tiny synthetic variant
+#   CPU_CONFIG   default config with CPU=1 (default configs/tiny_cpu.yaml)
+#   ENTRY        the per-rank script (default scripts/train.py)
 # Environment (all optional):
 #   GPUS=0,1,2,3,4,5,6,7   devices, one process each
 #   MODEL_PATH=dir         local checkpoint directory (default: the recipe's model_name_or_path)
@@ -19,7 +21,7 @@ args=()
 if [[ "${CPU:-0}" == 1 ]]; then
   nproc_cpu=${NPROC:-2}
   devices=(--nproc_per_node "$nproc_cpu")
-  args+=(--config "${CONFIG:-configs/tiny_cpu.yaml}" device=cpu)
+  args+=(--config "${CONFIG:-${CPU_CONFIG:-configs/tiny_cpu.yaml}}" device=cpu)
   if [[ -z "${CONFIG:-}" ]]; then
     args+=("${CPU_ARGS[@]}")
   fi
@@ -33,7 +35,7 @@ if [[ -n "${MODEL_PATH:-}" ]]; then args+=("model_name_or_path=$MODEL_PATH"); fi
 if [[ -n "${OUTPUT_DIR:-}" ]]; then args+=("output_dir=$OUTPUT_DIR"); fi
 
 cmd=("${PYTHON:-python}" -m paddle.distributed.launch "${devices[@]}" --log_dir "${LOG_DIR:-outputs/launch_logs/$NAME}"
-     scripts/train.py "${args[@]}" "$@")
+     "${ENTRY:-scripts/train.py}" "${args[@]}" "$@")
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
   printf '%q ' "${cmd[@]}"
   echo
