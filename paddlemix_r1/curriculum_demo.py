@@ -46,6 +46,10 @@ class CurriculumDemoSettings:
     beta: float = 0.04
     image: int = 56
     seed: int = 2
+    shuffle_options: bool = False
+    """Choice rows list the counts in ascending order (A. 1 B. 2 ...). With the options shuffled per row, as
+    Curr-ReFT's data are, the tiny model barely learned the choice stage (measured, seed 2: reward 1.21 -> 1.22
+    in 120 steps, 1.19 -> 1.26 in 240)."""
 
     @classmethod
     def smoke(cls) -> CurriculumDemoSettings:
@@ -78,9 +82,11 @@ def run_curriculum_demo(output_dir: str, settings: CurriculumDemoSettings | None
     data_dir = os.path.join(output_dir, "data")
     train, files = {}, {}
     for form in CURRICULUM_FORMS:
-        train[form] = counting_curriculum_rows(s.train_rows, form, seed=s.seed + 1, **look)
+        train[form] = counting_curriculum_rows(s.train_rows, form, seed=s.seed + 1, shuffle_options=s.shuffle_options,
+                                               **look)
         files[form] = (write_curr_reft_jsonl(train[form], data_dir, f"{form}_train"),
-                       write_curr_reft_jsonl(counting_curriculum_rows(s.val_rows, form, seed=s.seed + 2, **look),
+                       write_curr_reft_jsonl(counting_curriculum_rows(s.val_rows, form, seed=s.seed + 2,
+                                                                shuffle_options=s.shuffle_options, **look),
                                              data_dir, f"{form}_val"))
 
     print(f"[curriculum demo] supervised warm-up, {s.sft_steps} steps on all three formats (random answers)")

@@ -73,14 +73,16 @@ CURRICULUM_FORMS = ("judge", "choice", "open")
 CHOICE_LETTERS = "ABCD"
 
 
-def counting_curriculum_rows(n: int, form: str, seed: int = 0, max_count: int = 3, **counting: Any) -> list[dict]:
+def counting_curriculum_rows(n: int, form: str, seed: int = 0, max_count: int = 3, shuffle_options: bool = True,
+                             **counting: Any) -> list[dict]:
     """Counting questions in one of Curr-ReFT's three answer formats, as its ``math`` rows (counting answers
     are numbers): ``{id, images, problem, solution: "<answer>...</answer>", task: "math"}``.
 
     judge   "Are there 2 shapes in the image?"; half the rows state the true count (gold "yes"), the others
             a different count in [1, max(max_count, 2)] (gold "no").
     choice  "How many shapes are in the image? Options: A. 3 B. 1 C. 4 D. 2": the counts 1..4 in a random order
-            per row (max_count <= 4); gold the letter of the true count.
+            per row (max_count <= 4), or ascending ("A. 1 B. 2 C. 3 D. 4") with ``shuffle_options=False``;
+            gold the letter of the true count.
     open    "How many shapes are in the image?"; gold the count.
 
     The images are ``counting_rows(n, seed, max_count, **counting)``'s, so the three forms of one seed show the
@@ -100,7 +102,8 @@ def counting_curriculum_rows(n: int, form: str, seed: int = 0, max_count: int = 
             verb, noun = ("Is", "shape") if claim == 1 else ("Are", "shapes")
             problem, answer = f"{verb} there {claim} {noun} in the image?", "yes" if claim == k else "no"
         elif form == "choice":
-            values = [int(v) for v in rng.permutation(len(CHOICE_LETTERS)) + 1]
+            order = rng.permutation(len(CHOICE_LETTERS)) if shuffle_options else np.arange(len(CHOICE_LETTERS))
+            values = [int(v) for v in order + 1]
             options = " ".join(f"{letter}. {v}" for letter, v in zip(CHOICE_LETTERS, values))
             problem, answer = f"{row['problem']} Options: {options}", CHOICE_LETTERS[values.index(k)]
         else:

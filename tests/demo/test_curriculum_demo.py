@@ -58,6 +58,10 @@ def test_counting_curriculum_rows():
         letter = r["solution"][len("<answer>"):-len("</answer>")]
         assert f"{letter}. {r['count']}" in r["problem"]
     assert all(r["solution"] == f"<answer>{r['count']}</answer>" for r in by_form["open"])
+    ordered = counting_curriculum_rows(40, "choice", seed=4, max_count=3, shuffle_options=False)
+    assert all(r["problem"].endswith("Options: A. 1 B. 2 C. 3 D. 4") and r["solution"] == f"<answer>{'ABCD'[r['count'] - 1]}</answer>"
+               for r in ordered)
+    assert len({r["problem"].split("Options: ")[1] for r in by_form["choice"]}) > 1  # shuffled per row by default
     with pytest.raises(ValueError, match="form"):
         counting_curriculum_rows(2, "essay")
     with pytest.raises(ValueError, match="max_count"):
