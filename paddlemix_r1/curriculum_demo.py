@@ -23,9 +23,9 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from paddlemix_r1.data.synthetic import CURRICULUM_FORMS, counting_curriculum_rows, write_curr_reft_jsonl
+from paddlemix_r1.demo import MAX_COUNT, build_demo_model, demo_images
 from paddlemix_r1.tasks import row_conversation
 
-MAX_COUNT = 3
 STAGE_REWARDS = {"judge": "judge", "choice": "choice", "open": "open"}
 """Each stage's accuracy reward (the registry names are the stages'); ``curr_format`` is added to each."""
 
@@ -68,17 +68,15 @@ def run_curriculum_demo(output_dir: str, settings: CurriculumDemoSettings | None
 
     from paddlemix_r1.grpo.curriculum import CurriculumConfig, evaluate_checkpoint, format_summary, run_curriculum
     from paddlemix_r1.grpo.sft import run_sft
-    from paddlemix_r1.models import build_tiny_checkpoint, from_pretrained
+    from paddlemix_r1.models import from_pretrained
     from paddlemix_r1.processing import Processor
 
     s = settings or CurriculumDemoSettings()
     t_start = time.perf_counter()
     os.makedirs(output_dir, exist_ok=True)
     paddle.seed(s.seed)
-    base = os.path.join(output_dir, "base-model")
-    build_tiny_checkpoint(base, family="qwen2_5_vl", seed=s.seed, hidden=128, layers=2, vision_dim=64,
-                          vision_depth=2, max_pixels=s.image * s.image)
-    look = dict(max_count=MAX_COUNT, size=(s.image, s.image), shapes=("square",), colors=("red",))
+    base = build_demo_model(output_dir, s.seed, s.image)
+    look = demo_images(s.image)
     data_dir = os.path.join(output_dir, "data")
     train, files = {}, {}
     for form in CURRICULUM_FORMS:

@@ -123,13 +123,28 @@ def plot_curve(values: list[float], path: str, title: str,
     img.save(path)
 
 
+def build_demo_model(output_dir: str, seed: int, image: int) -> str:
+    """The demos' tiny random Qwen2.5-VL in ``output_dir/base-model``, sized for ``image`` x ``image`` pictures."""
+    from paddlemix_r1.models import build_tiny_checkpoint
+
+    base = os.path.join(output_dir, "base-model")
+    build_tiny_checkpoint(base, family="qwen2_5_vl", seed=seed, hidden=128, layers=2, vision_dim=64,
+                          vision_depth=2, max_pixels=image * image)
+    return base
+
+
+def demo_images(image: int) -> dict:
+    """The demos' synthetic pictures: 1..MAX_COUNT red squares on ``image`` x ``image`` (counting_rows kwargs)."""
+    return dict(max_count=MAX_COUNT, size=(image, image), shapes=("square",), colors=("red",))
+
+
 def run_demo(output_dir: str, settings: DemoSettings | None = None) -> dict:
     import paddle
 
     from paddlemix_r1.grpo.config import GRPOConfig
     from paddlemix_r1.grpo.sft import run_sft
     from paddlemix_r1.grpo.trainer import GRPOTrainer
-    from paddlemix_r1.models import build_tiny_checkpoint, from_pretrained
+    from paddlemix_r1.models import from_pretrained
     from paddlemix_r1.processing import Processor
 
     s = settings or DemoSettings()
@@ -137,10 +152,8 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None) -> dict:
     os.makedirs(output_dir, exist_ok=True)
     paddle.seed(s.seed)
 
-    base = os.path.join(output_dir, "base-model")
-    build_tiny_checkpoint(base, family="qwen2_5_vl", seed=s.seed, hidden=128, layers=2, vision_dim=64,
-                          vision_depth=2, max_pixels=s.image * s.image)
-    task = dict(max_count=MAX_COUNT, size=(s.image, s.image), shapes=("square",), colors=("red",))
+    base = build_demo_model(output_dir, s.seed, s.image)
+    task = demo_images(s.image)
     train = counting_rows(s.train_rows, seed=s.seed + 1, **task)
     data_dir = os.path.join(output_dir, "data")
     _write_test_set(counting_rows(s.test_rows, seed=s.seed + 2, **task), data_dir)
