@@ -25,6 +25,8 @@ setup(
         "rapidfuzz",  # rewards: VLM-R1's fuzzy ratio (python-Levenshtein's ratio)
         "faster-coco-eval",  # rewards: COCO AP for the OVD rewards
         "matplotlib",  # eval/pass_at_k.py: the pass@k plot (log2 k axis)
+        "fastapi",  # serve: the OpenAI-compatible chat endpoint
+        "uvicorn",
     ],
     extras_require={
         "cpu": ["paddlepaddle>=3.3.1"],
@@ -35,6 +37,7 @@ setup(
             "transformers>=5.0",
             "trl",
             "peft",
+            "openai",  # tests/serve: the official client against our server
         ],
     },
     entry_points={"console_scripts": ["paddlemix-r1=paddlemix_r1.cli:main"]},
