@@ -13,11 +13,22 @@ from pathlib import Path
 import pytest
 
 TRL_RUNNER = Path(__file__).with_name("trl_reference.py")
+TRL_DPO_RUNNER = Path(__file__).with_name("trl_dpo_reference.py")
 
 
 @pytest.fixture(scope="module")
 def run_trl(tmp_path_factory: pytest.TempPathFactory) -> Callable[[list[dict]], list[dict]]:
     """Returns ``run(cases) -> results``: one subprocess running TRL's GRPOTrainer code per call."""
+    return _trl_runner(TRL_RUNNER, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def run_trl_dpo(tmp_path_factory: pytest.TempPathFactory) -> Callable[[list[dict]], list[dict]]:
+    """Returns ``run(cases) -> results``: one subprocess running TRL's DPOTrainer loss per call."""
+    return _trl_runner(TRL_DPO_RUNNER, tmp_path_factory)
+
+
+def _trl_runner(script: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[list[dict]], list[dict]]:
     # find_spec, not import: torch and TRL must stay out of this process.
     if importlib.util.find_spec("trl") is None:
         pytest.skip("TRL (test extra) is not installed; it is the reference implementation")
@@ -28,7 +39,7 @@ def run_trl(tmp_path_factory: pytest.TempPathFactory) -> Callable[[list[dict]], 
         cases_path.write_bytes(pickle.dumps(cases))
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TOKENIZERS_PARALLELISM": "false"}
         proc = subprocess.run(
-            [sys.executable, str(TRL_RUNNER), str(cases_path), str(results_path)],
+            [sys.executable, str(script), str(cases_path), str(results_path)],
             env=env,
             check=False,  # the stderr tail goes into the error below
             capture_output=True,
