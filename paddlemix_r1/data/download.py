@@ -10,18 +10,37 @@
 ``all``      all of the above
 
 Archives go to ``<dest>/.downloads/`` while they download (``<name>.part``). An interrupted
-transfer is resumed with an HTTP Range request, by the retry loop or by running the command again;
-a server that ignores Range restarts the file. Each finished file is checked against ``CHECKSUMS``
-(size and sha256) where known; otherwise its sha256 is printed so it can be recorded there. A file
-that fails the check is renamed ``<name>.corrupt`` and is not extracted. Archives are extracted
-into a staging folder; each expected entry of the layout is looked for up to three levels deep
-(the folder structure inside the tarballs is not documented) and moved to ``<dest>/<entry>``; other
-content is moved to ``<dest>`` as it is. Existing entries in ``<dest>`` are kept, never
-overwritten. A marker ``<dest>/.downloads/<archive>.installed`` makes a second run skip the archive.
+transfer is resumed with an HTTP Range request, by the retry loop or by running the command again,
+but only a part whose origin is known: when a transfer starts, the server's ``ETag``,
+``Last-Modified`` and size are stored beside the part (``<name>.part.json``). A resume sends
+``If-Range`` with them (a server that has another version answers with the whole file) and checks
+the validators and the size of the answer again (for servers that ignore If-Range); a part without
+a stored validator (no ETag nor Last-Modified), larger than the file, or from another version is
+deleted and the file is downloaded from zero. A server that ignores Range restarts the file too.
+
+Checksums. No checksum is published for any of these files, so ``CHECKSUMS`` holds none. The first
+complete download of each file is recorded, with its size and sha256, in the lock file
+``<dest>/downloads.lock.json`` (``LOCK_FILE``), and every later download into the same ``dest`` -- and
+every re-run, for a plain file already on disk -- is checked against it: a file that changed on the
+server is refused (renamed ``<name>.corrupt``, not extracted) instead of silently replacing the data
+the earlier runs used. Copy the lock file with the data to check another machine's download against
+it; delete a file's entry to accept a new version. A checksum added to ``CHECKSUMS`` wins over the
+lock. Archives are extracted into a staging folder; each expected entry of the layout is looked for
+up to three levels deep (the folder structure inside the tarballs is not documented) and moved to
+``<dest>/<entry>``; other content is moved to ``<dest>`` as it is. Existing entries in ``<dest>`` are
+kept, never overwritten. A marker ``<dest>/.downloads/<archive>.installed`` makes a second run skip
+the archive. Members that would land outside the destination (absolute paths, "..", links pointing
+out, devices) are refused.
 
 Network failures are retried with exponential backoff; when a host cannot be reached the command
 ends with "cannot reach HOST: ...; download URL manually to PATH" (and exit status 1), no traceback.
-Only the standard library is used (urllib).
+
+Why urllib and not pooch or requests: pooch downloads to a temporary file and starts over after an
+interruption (the archives are several GB), and it verifies only hashes known in advance, which
+these files do not have -- the lock file above is the trust-on-first-use record it lacks. Its
+``Untar`` processor extracts into its cache folder, not into the layout the configs read. ``requests``
+would replace only the ``urlopen`` call (resume, validators, retries, the lock and the safe
+extraction stay ours) and is not a dependency of the package.
 """
 
 from __future__ import annotations
@@ -29,6 +48,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import http.client
+import json
 import os
 import shutil
 import sys
@@ -38,7 +58,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 
 R1_MLLM_URL = "https://paddlenlp.bj.bcebos.com/datasets/paddlemix/playground/r1_mllm/"
 R1V_PROMPTS_URL = "https://raw.githubusercontent.com/Deep-Agent/R1-V/main/src/eval/prompts/"
@@ -65,10 +86,13 @@ class Artifact:
 
 @dataclass(frozen=True)
 class Checksum:
-    """Expected size in bytes and sha256 (lower-case hex) of a file; either may be unknown (None)."""
+    """Expected size in bytes and sha256 (lower-case hex) of a file; either may be unknown (None).
+
+    origin: where the expectation comes from, for messages (e.g. the lock file that recorded it)."""
 
     size: int | None
     sha256: str | None
+    origin: str | None = None
 
 
 ARTIFACTS: dict[str, Artifact] = {
@@ -91,9 +115,13 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 GROUPS["all"] = tuple(name for group in ("rec", "counting", "geo", "test") for name in GROUPS[group])
 
-# Expected size / sha256 per file name. None: not recorded yet -- the check is skipped and the
-# sha256 of the downloaded file is printed so that it can be added here.
+# Published size / sha256 per file name. None: nothing is published for these files; the first
+# download into a data folder is recorded in its lock file (LOCK_FILE) and later ones are checked
+# against that record.
 CHECKSUMS: dict[str, Checksum | None] = {name: None for name in ARTIFACTS}
+
+LOCK_FILE = "downloads.lock.json"
+"""The record, in the data folder, of the size and sha256 of each file as it was first downloaded."""
 
 
 class DownloadError(RuntimeError):
@@ -128,6 +156,53 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
+def _write_json(path: str, obj: object) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (a crash leaves the old file or the new one)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+
+    def write() -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+
+    _local(write, path)
+
+
+def read_lock(dest: str) -> dict[str, dict]:
+    """The entries of ``<dest>/LOCK_FILE`` (file name -> {"size", "sha256", "url", "recorded"}); {} if none.
+
+    A lock file that cannot be read raises DownloadError: checking against nothing would be silent."""
+    path = os.path.join(dest, LOCK_FILE)
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            files = json.load(f)["files"]
+        for name, entry in files.items():
+            if not isinstance(entry.get("size"), int) or not isinstance(entry.get("sha256"), str):
+                raise ValueError(f"entry {name!r} needs an integer 'size' and a 'sha256' string")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise DownloadError(f"{path}: unreadable lock file ({type(e).__name__}: {e}); repair it, or delete it "
+                            "to record the files afresh") from None
+    return files
+
+
+def _lock_checksum(dest: str, entry: Mapping[str, object]) -> Checksum:
+    return Checksum(int(entry["size"]), str(entry["sha256"]),  # type: ignore[call-overload]
+                    f"recorded in {os.path.join(dest, LOCK_FILE)} on {entry.get('recorded', '?')}")
+
+
+def _record_in_lock(dest: str, name: str, url: str, size: int, digest: str, log: Log) -> None:
+    files = read_lock(dest)
+    files[name] = {"size": size, "sha256": digest, "url": url,
+                   "recorded": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    lock = os.path.join(dest, LOCK_FILE)
+    _write_json(lock, {"files": files})
+    log(f"{name}: no published checksum; size and sha256 recorded in {lock}: later downloads into {dest} are "
+        "checked against them")
+
+
 def _reason(error: BaseException | None) -> str:
     """A one-line reason for a network error ("[Errno 111] Connection refused", "HTTP 503 ...")."""
     if isinstance(error, urllib.error.HTTPError):
@@ -154,35 +229,123 @@ def _local(action: Callable, path: str, *args):
         raise DownloadError(f"cannot write {path}: {e}") from None
 
 
+@dataclass(frozen=True)
+class Validator:
+    """The version of a file a ``.part`` holds, as the server described it when the transfer started.
+
+    url: where it came from; etag / last_modified: the server's ``ETag`` and ``Last-Modified`` (None if
+    not sent); size: the whole file's size in bytes (None if not sent)."""
+
+    url: str
+    etag: str | None
+    last_modified: str | None
+    size: int | None
+
+
+def _validator_path(part: str) -> str:
+    return part + ".json"
+
+
+def write_part_validator(part: str, validator: Validator) -> None:
+    """Store ``validator`` beside ``part`` (``<part>.json``), atomically."""
+    _write_json(_validator_path(part), asdict(validator))
+
+
+def read_part_validator(part: str) -> tuple[Validator | None, str]:
+    """(the validator stored beside ``part``, "") or (None, why there is none usable)."""
+    path = _validator_path(part)
+    if not os.path.exists(path):
+        return None, "there is no record of the version it holds"
+    try:
+        with open(path, encoding="utf-8") as f:
+            validator = Validator(**json.load(f))
+    except (OSError, ValueError, TypeError) as e:
+        return None, f"its record {path} is unreadable ({e})"
+    if validator.etag is None and validator.last_modified is None:
+        return None, "the server gave no ETag or Last-Modified to tell its version by"
+    return validator, ""
+
+
+def _discard_part(part: str) -> None:
+    for path in (part, _validator_path(part)):
+        if os.path.exists(path):
+            _local(os.remove, path, path)
+
+
+def _version_change(stored: Validator, headers: Mapping[str, str], total: int | None) -> str | None:
+    """Why the answer ``headers`` (whole size ``total``) may be another version than ``stored``; None if
+    the server confirms the same one (a matching ETag, else a matching Last-Modified, and the size)."""
+    etag, modified = headers.get("ETag"), headers.get("Last-Modified")
+    if stored.size is not None and total is not None and total != stored.size:
+        return f"its size changed ({stored.size} -> {total} bytes)"
+    if stored.etag is not None and etag is not None:
+        return None if etag == stored.etag else f"its ETag changed ({stored.etag} -> {etag})"
+    if stored.last_modified is not None and modified is not None:
+        return None if modified == stored.last_modified else \
+            f"its Last-Modified changed ({stored.last_modified} -> {modified})"
+    return "the server did not confirm its version (no ETag or Last-Modified in the answer)"
+
+
 def _fetch_once(url: str, part: str, timeout: float, log: Log) -> None:
-    """One request continuing ``part`` to the end of the file; raises on network errors and short bodies."""
+    """One request continuing ``part`` to the end of the file; raises on network errors and short bodies.
+
+    A part is continued only when its stored validator says it holds the version the server has now
+    (If-Range, then the answer's own validators); otherwise it is started over from byte 0."""
+    name = os.path.basename(part)
     offset = os.path.getsize(part) if os.path.exists(part) else 0
-    headers = {"User-Agent": USER_AGENT}
+    stored = None
     if offset:
+        stored, why = read_part_validator(part)
+        if stored is not None and stored.url != url:
+            stored, why = None, f"it was started from {stored.url}"
+        elif stored is not None and stored.size is not None and offset > stored.size:
+            stored, why = None, f"it is larger ({offset} bytes) than the file ({stored.size} bytes)"
+        if stored is None:
+            log(f"{name}: not resuming, {why}; starting over")
+            _discard_part(part)
+            offset = 0
+    headers = {"User-Agent": USER_AGENT}
+    if offset and stored is not None:
         headers["Range"] = f"bytes={offset}-"
+        # RFC 9110 If-Range: the rest of THIS version, or the whole current file (200) if it changed
+        headers["If-Range"] = stored.etag or stored.last_modified or ""
     try:
         response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as e:
-        if e.code == 416 and offset:  # Range past the end: the partial file may already be whole
+        if e.code == 416 and offset and stored is not None:  # Range past the end: the part may be whole
             _, total = _content_range(e.headers.get("Content-Range"))
+            change = _version_change(stored, e.headers, total)
+            if change is not None and not e.headers.get("ETag") and not e.headers.get("Last-Modified") \
+                    and total == stored.size:
+                change = None  # a bare 416 names only the size; the sha256 check after the download decides
             e.close()
-            if total == offset:
+            if total == offset and change is None:
                 return
-            log(f"{os.path.basename(part)}: the server rejected resuming at byte {offset}; starting over")
-            _local(os.remove, part, part)
+            log(f"{name}: the server rejected resuming at byte {offset}"
+                + (f" ({change})" if change else "") + "; starting over")
+            _discard_part(part)
             return _fetch_once(url, part, timeout, log)  # offset 0 now: no Range, no 416
         raise
     with response:
         first, total = _content_range(response.headers.get("Content-Range"))
         if offset and response.status == 206 and first == offset:
+            assert stored is not None
+            change = _version_change(stored, response.headers, total)
+            if change is not None:  # a server that ignored If-Range: its answer's validators tell
+                log(f"{url}: {change} since {name} was started; starting over")
+                response.close()
+                _discard_part(part)
+                return _fetch_once(url, part, timeout, log)
             mode = "ab"
             log(f"resuming {url} at byte {offset}")
         else:
             if offset:
-                log(f"{url}: the server does not resume (HTTP {response.status}); starting over")
+                log(f"{url}: the server sends the whole file (HTTP {response.status}); starting over")
             mode, offset = "wb", 0
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+            write_part_validator(part, Validator(url, response.headers.get("ETag"),
+                                                 response.headers.get("Last-Modified"), total))
         received = offset
         step = max(total // 10, 64 * CHUNK) if total else None  # progress every 10% of a large file
         next_report = (received // step + 1) * step if step else None
@@ -242,6 +405,7 @@ def download_file(url: str, path: str, expected: Checksum | None = None, *, retr
             raise DownloadError(f"downloading {url} failed after {retries + 1} attempts ({_reason(last)}){kept}; "
                                 f"or {manually}")
         os.replace(part, path)
+        _discard_part(part)  # its validator
     return verify_file(path, expected, log=log)
 
 
@@ -254,6 +418,8 @@ def verify_file(path: str, expected: Checksum | None, log: Log = _stderr) -> str
         problems.append(f"size {size} bytes, expected {expected.size}")
     if expected is not None and expected.sha256 is not None and digest != expected.sha256.lower():
         problems.append(f"sha256 {digest}, expected {expected.sha256.lower()}")
+    if problems and expected is not None and expected.origin:
+        problems.append(expected.origin)
     if problems:
         os.replace(path, path + ".corrupt")
         raise ChecksumError(f"{path}: corrupt download ({'; '.join(problems)}); moved to {path}.corrupt and not "
@@ -261,7 +427,7 @@ def verify_file(path: str, expected: Checksum | None, log: Log = _stderr) -> str
     if expected is None or expected.sha256 is None:
         log(f"{name}: sha256 {digest} ({size} bytes); no recorded checksum (add it to CHECKSUMS to verify)")
     else:
-        log(f"{name}: sha256 verified")
+        log(f"{name}: sha256 verified" + (f" ({expected.origin})" if expected.origin else ""))
     return digest
 
 
@@ -354,6 +520,7 @@ def install(names: Sequence[str], dest: str = "data", *, base_url: str | None = 
     if base_url is not None and urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
         raise DownloadError(f"--base_url must be an http:// or https:// URL, got {base_url!r}")
     os.makedirs(dest, exist_ok=True)
+    lock = read_lock(dest)
     options = {"retries": retries, "backoff": backoff, "timeout": timeout, "log": log}
     failures: list[DownloadError] = []
     unreachable: dict[str, str] = {}
@@ -368,8 +535,11 @@ def install(names: Sequence[str], dest: str = "data", *, base_url: str | None = 
                 f"cannot reach {host}: {unreachable[host]}; download {url} manually to {target}{then}",
                 host, unreachable[host]))
             continue
+        expected = checksums.get(name)
+        if expected is None and name in lock:
+            expected = _lock_checksum(dest, lock[name])
         try:
-            _install_one(artifact, url, target, dest, checksums.get(name), keep_archives, options)
+            _install_one(artifact, url, target, dest, expected, name in lock, keep_archives, options)
         except UnreachableError as e:
             unreachable[e.host] = e.reason
             failures.append(e)
@@ -382,16 +552,20 @@ def install(names: Sequence[str], dest: str = "data", *, base_url: str | None = 
 
 
 def _install_one(artifact: Artifact, url: str, target: str, dest: str, expected: Checksum | None,
-                 keep_archives: bool, options: dict) -> None:
+                 locked: bool, keep_archives: bool, options: dict) -> None:
     log = options["log"]
     if not artifact.is_archive:
-        download_file(url, target, expected, **options)
+        digest = download_file(url, target, expected, **options)
+        if not locked:
+            _record_in_lock(dest, artifact.filename, url, os.path.getsize(target), digest, log)
         return
     marker = target + ".installed"
     if os.path.exists(marker):
         log(f"{artifact.filename} is already installed (delete {marker} to install it again)")
         return
     digest = download_file(url, target, expected, then=" and run this command again", **options)
+    if not locked:  # recorded before extraction: the archive is deleted afterwards
+        _record_in_lock(dest, artifact.filename, url, os.path.getsize(target), digest, log)
     placed = extract_archive(target, dest, artifact.layout, log=log)
     with open(marker, "w", encoding="utf-8") as f:
         f.write(f"sha256 {digest}\n" + "".join(f"{p}\n" for p in placed))

@@ -1,7 +1,7 @@
 """Readers: every supported file format comes out in one row format, for training AND evaluation.
 
 This is the one reader per file format: ``read_training_files`` (training) and the evaluation
-readers (``paddlemix_r1.eval.data``, through ``read_sourced_rows``) parse files with this code.
+readers (``paddlemix_r1.eval.data``, through ``read_row_results``) parse files with this code.
 
 A row (the same as ``synthetic``'s; ``paddlemix_r1.tasks.rows`` documents it)::
 
@@ -63,20 +63,29 @@ one accuracy method per file; a data-config YAML counts as one file (its entries
 
 Images. Rows hold image PATHS, opened when a batch is built (``load_image``: EXIF orientation
 applied, RGB) -- the training sets hold tens of thousands of images, too many to keep decoded.
-At read time every image is checked (``check_images``): "open" (default) opens each distinct file
-and reads its header (missing files, non-images, broken headers); "decode" decodes it completely
-(also truncated data; slower); "none" checks nothing (evaluation, which records an unreadable
-image as that sample's error). Images stored inside parquet / arrow shards are written once, byte
-for byte, to ``cache_dir`` (default ``$PADDLEMIX_R1_CACHE/images`` or
-``~/.cache/paddlemix_r1/images``; one folder per shard, keyed by its path, size and mtime) and the
-rows point at those files.
+At read time every distinct image is checked for what the image processor will need
+(``check_images``, default True): it is decoded completely as a batch would load it (missing files,
+non-images, truncated PNG / JPEG data, decompression bombs) and its size must be one
+``processing.image_processor.smart_resize`` takes (``image_size_problem``: aspect ratio at most 200,
+no empty side). Decoding costs about 5-10 ms per distinct 640x480 image on one core (a COCO-sized
+set of 30k images: a few minutes). ``check_images="open"`` reads only the header (the size rule still
+applies; truncated data is NOT caught) for sets too large to decode up front; False (or "none") checks nothing:
+evaluation, which makes the same checks when it loads each image and records a failure as that
+row's error. Images stored inside parquet / arrow shards are written once, byte for byte, to
+``cache_dir`` (default ``$PADDLEMIX_R1_CACHE/images`` or ``~/.cache/paddlemix_r1/images``; one folder
+per shard, keyed by its path, size and mtime) and the rows point at those files.
 
-Errors. A bad row -- a missing or malformed field, a missing or undecodable image, invalid JSON on
-a JSONL line -- raises ``DatasetError`` whose message starts with ``<file>:<line>`` (JSON / JSONL)
-or ``<file>:row <N>`` (parquet / arrow, N 0-based as in ``dataset[N]``). With ``skip_bad=True``
-such rows are left out instead; ``TrainingRows.skipped`` lists one message per row left out (the
-trainer prints their number) and a warning is logged. A file that cannot be read at all, or
-nothing left to train on, always raises.
+Text. JSON, JSONL and YAML files must be UTF-8 (a BOM is allowed). Each JSONL line is decoded on its
+own, so a line with a byte that is not UTF-8 is one bad row; in a JSON list the element holding it
+is (outside every string, the list cannot be read on and the file fails at that line).
+
+Errors. A bad row -- a missing or malformed field, a gold answer its task cannot score
+(``Task.check_gold``: a NaN or inverted box, a negative count, ...), a missing, undecodable or
+unprocessable image, invalid JSON or non-UTF-8 bytes on a line -- raises ``DatasetError`` whose
+message starts with ``<file>:<line>`` (JSON / JSONL) or ``<file>:row <N>`` (parquet / arrow, N
+0-based as in ``dataset[N]``). With ``skip_bad=True`` such rows are left out instead;
+``TrainingRows.skipped`` lists one message per row left out (the trainer prints their number) and
+a warning is logged. A file that cannot be read at all, or nothing left to train on, always raises.
 """
 
 from __future__ import annotations
@@ -95,18 +104,30 @@ from typing import Any
 
 from PIL import Image
 
-from paddlemix_r1.processing.image_processor import load_image
+from paddlemix_r1.processing.image_processor import load_image, smart_resize
 from paddlemix_r1.tasks import Task, get_task, row_accuracy_method, row_task
 
 logger = logging.getLogger(__name__)
 
 CORE_KEYS = ("id", "images", "problem", "solution", "task", "accu_reward_method")
-CHECK_IMAGES = ("open", "decode", "none")
+CHECK_IMAGES = (True, False, "decode", "open", "none")
+"""Values of ``check_images``: True (= "decode", the default), "open" (header only), False (= "none")."""
 IMAGE_PLACEHOLDER = "<image>"
 
 
 class DatasetError(ValueError):
     """A malformed data file or row; the message starts with ``<file>:<line>`` or ``<file>:row <N>``."""
+
+
+class BadGoldError(DatasetError):
+    """A well-formed row whose gold answer its task cannot score (``Task.check_gold``).
+
+    ``row`` is the row in the reader format with ``solution`` as the file gives it: evaluation keeps
+    such a row in place and counts it as an error (``read_row_results``), training drops or raises it."""
+
+    def __init__(self, message: str, row: dict):
+        super().__init__(message)
+        self.row = row
 
 
 class TrainingRows(list):
@@ -136,10 +157,36 @@ def split_paths(values: str | Sequence[str]) -> list[str]:
     return out
 
 
+def _not_utf8(path: str, data: bytes, error: UnicodeDecodeError, first_line: int = 1) -> DatasetError:
+    """The error for ``data`` (a file, or one line of it numbered ``first_line``) failing to decode."""
+    line_start = data.rfind(b"\n", 0, error.start) + 1
+    line = first_line + data.count(b"\n", 0, error.start)
+    return DatasetError(f"{path}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x} at column "
+                        f"{error.start - line_start + 1}); re-encode the file as UTF-8")
+
+
+def read_text(path: str) -> str:
+    """The whole of a UTF-8 text file (BOM dropped); DatasetError naming ``<file>:<line>`` otherwise."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, data, e) from None
+
+
+# Bytes that are not UTF-8 become lone surrogates U+DC80..U+DCFF under "surrogateescape"; UTF-8 text
+# cannot hold those, so their presence marks exactly the elements that had such bytes.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
 def iter_json_list(text: str, path: str) -> Iterator[tuple[int, Any]]:
     """(line, element) for each element of a top-level JSON list; line = where the element starts.
 
-    ``json.loads`` parses the same text but forgets the lines the error messages need.
+    ``json.loads`` parses the same text but forgets the lines the error messages need. ``text``
+    decoded with ``errors="surrogateescape"`` (``read_json_list``) may hold bytes that are not UTF-8:
+    an element containing one is yielded as a DatasetError (so ``skip_bad`` can leave it out); one
+    outside every element raises.
     """
     decoder = json.JSONDecoder()
     n = len(text)
@@ -161,14 +208,22 @@ def iter_json_list(text: str, path: str) -> Iterator[tuple[int, Any]]:
             raise DatasetError(f"{path}:{line_of(skip_ws(pos + 1))}: unexpected content after the JSON list")
         return
     line, counted = 1, 0
+    escaped = _ESCAPED_BYTE.search(text, pos)
     while True:
+        if escaped is not None and escaped.start() < pos:  # searched again only past it: linear overall
+            escaped = _ESCAPED_BYTE.search(text, pos)
         try:
             element, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
+            if escaped is not None and escaped.start() <= e.pos:
+                raise _escaped_error(path, text, escaped.start()) from None
             raise DatasetError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
         line += text.count("\n", counted, pos)  # counted incrementally: files have ~10^5 rows
         counted = pos
-        yield line, element
+        if escaped is not None and escaped.start() < end:
+            yield line, _escaped_error(path, text, escaped.start())
+        else:
+            yield line, element
         pos = skip_ws(end)
         if pos < n and text[pos] == ",":
             pos = skip_ws(pos + 1)
@@ -180,14 +235,37 @@ def iter_json_list(text: str, path: str) -> Iterator[tuple[int, Any]]:
         raise DatasetError(f"{path}:{line_of(pos)}: expected ',' or ']' in the JSON list")
 
 
+def _escaped_error(path: str, text: str, pos: int) -> DatasetError:
+    """The error for the byte that is not UTF-8 at ``pos`` of a surrogateescape-decoded ``text``."""
+    line_start = text.rfind("\n", 0, pos) + 1
+    byte = ord(text[pos]) - 0xDC00
+    return DatasetError(f"{path}:{text.count(chr(10), 0, pos) + 1}: not UTF-8 text (byte 0x{byte:02x} at column "
+                        f"{pos - line_start + 1}); re-encode the file as UTF-8")
+
+
+def read_json_list(path: str) -> Iterator[tuple[int, Any]]:
+    """``iter_json_list`` of a file: its elements, one holding bytes that are not UTF-8 as a DatasetError."""
+    with open(path, "rb") as f:
+        data = f.read()
+    text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    return iter_json_list(text, path)
+
+
 def iter_jsonl(path: str) -> Iterator[tuple[int, Any]]:
     """(line, parsed value or DatasetError) for each non-blank line of a JSON Lines file.
 
-    A line that is not valid JSON is yielded as a DatasetError (not raised), so that a caller that
-    skips bad rows can go on with the next line.
+    Each line is decoded on its own: a line that is not UTF-8 or not valid JSON is yielded as a
+    DatasetError (not raised), so that a caller that skips bad rows can go on with the next line.
     """
-    with open(path, encoding="utf-8-sig") as f:
-        for line_no, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if line_no == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield line_no, _not_utf8(path, raw, e, line_no)
+                continue
             if not line.strip():
                 continue
             try:
@@ -242,10 +320,11 @@ def detect_format(path: str) -> str:
 
 
 def _solution(value: Any, task: Task, where: str, field: str) -> Any:
-    try:
-        return task.parse_solution(value, where=f"{where}: field {field!r}")
-    except (TypeError, ValueError) as e:
-        raise DatasetError(str(e)) from None
+    """The gold in ``task``'s canonical form, checked (``Task.check_gold``); ValueError / TypeError naming it."""
+    where = f"{where}: field {field!r}"
+    solution = task.parse_solution(value, where=where)
+    task.check_gold(solution, where=where)
+    return solution
 
 
 def _require(row: Mapping[str, Any], key: str, where: str) -> Any:
@@ -341,9 +420,13 @@ def _finish_row(obj: Mapping[str, Any], where: str, row_id: str, images: list[st
         task.check_fields(extras, where)
     except ValueError as e:
         raise DatasetError(str(e)) from None
-    solution = _solution(raw, task, where, field)
-    return {"id": row_id, "images": images, "problem": problem, "solution": solution, "task": task.name,
-            **extras, "accu_reward_method": method}
+    row = {"id": row_id, "images": images, "problem": problem, "solution": raw, "task": task.name,
+           **extras, "accu_reward_method": method}
+    try:
+        row["solution"] = _solution(raw, task, where, field)
+    except (TypeError, ValueError) as e:
+        raise BadGoldError(str(e), row) from None
+    return row
 
 
 def _row_schema(row: Any) -> Callable[[Mapping, str], Converted]:
@@ -358,13 +441,39 @@ def _row_schema(row: Any) -> Callable[[Mapping, str], Converted]:
 # ----- image checks -----------------------------------------------------------------------------
 
 
+def image_size_problem(width: int, height: int) -> str | None:
+    """Why the image processor cannot take an image of ``width x height`` (None if it can).
+
+    ``smart_resize`` decides, so the rule is the processor's own (an aspect ratio above 200 is refused;
+    any side of at least one pixel is resized up to the 28-pixel grid); the pixel limits do not change
+    the answer, so the defaults stand in for every run's."""
+    if width < 1 or height < 1:
+        return f"image is {width}x{height}: a side is empty"
+    try:
+        smart_resize(height, width)
+    except ValueError as e:
+        return f"image is {width}x{height}, the image processor refuses it: {e}"
+    return None
+
+
+# What PIL raises for missing, truncated or undecodable data (UnidentifiedImageError is an OSError;
+# some plugins raise SyntaxError / EOFError on corrupt headers).
+_DECODE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError)
+
+
+def _check_mode(check_images: bool | str) -> str:
+    if isinstance(check_images, bool):
+        return "decode" if check_images else "none"
+    if not isinstance(check_images, str) or check_images not in CHECK_IMAGES:
+        raise ValueError(f"check_images must be True, False, 'decode', 'open' or 'none', got {check_images!r}")
+    return check_images
+
+
 class _ImageChecker:
     """Checks each distinct image file once (REC sets point many rows at one COCO image)."""
 
-    def __init__(self, mode: str):
-        if mode not in CHECK_IMAGES:
-            raise ValueError(f"check_images must be one of {CHECK_IMAGES}, got {mode!r}")
-        self.mode = mode
+    def __init__(self, check_images: bool | str):
+        self.mode = _check_mode(check_images)
         self._seen: dict[str, str | None] = {}
 
     def check_path(self, path: str) -> str | None:
@@ -379,25 +488,27 @@ class _ImageChecker:
         if not os.path.isfile(path):
             return f"image file not found: {path}"
         try:
-            if self.mode == "decode":
-                load_image(path)
-            else:
-                with Image.open(path):  # parses the header: format and size, no pixels
-                    pass
-        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+            return self._usable(path)
+        except _DECODE_ERRORS as e:
             return f"cannot decode image {path}: {e}"
-        return None
+
+    def _usable(self, source: str | Image.Image) -> str | None:
+        """Decode (``decode``: as a batch loads it) or read the header of ``source``; the size problem or None."""
+        if self.mode == "decode":
+            width, height = load_image(source).size
+        else:
+            with Image.open(source) if isinstance(source, str) else source as im:  # header: format and size
+                width, height = im.size
+        return image_size_problem(width, height)
 
     def check_bytes(self, data: bytes) -> str | None:
         if self.mode == "none":
             return None
         try:
             with Image.open(io.BytesIO(data)) as im:
-                if self.mode == "decode":
-                    load_image(im)
-        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+                return self._usable(im)
+        except _DECODE_ERRORS as e:
             return f"cannot decode the image bytes: {e}"
-        return None
 
 
 # ----- readers per format -----------------------------------------------------------------------
@@ -410,8 +521,7 @@ def _read_json_rows(path: str, kind: str, root: str, task: str, reward_method: s
                     checker: _ImageChecker) -> Iterator[tuple[str, RowResult]]:
     stem = Path(path).stem
     if kind == "json":
-        with open(path, encoding="utf-8-sig") as f:
-            records: Iterable[tuple[int, Any]] = list(iter_json_list(f.read(), path))
+        records: Iterable[tuple[int, Any]] = list(read_json_list(path))
     else:
         records = iter_jsonl(path)
     convert = None
@@ -605,11 +715,10 @@ _SPLIT_KEYS = {"train": ("train_datasets", "datasets"), "val": ("val_datasets",)
 def _load_data_config(path: str) -> dict:
     import yaml
 
-    with open(path, encoding="utf-8") as f:
-        try:
-            config = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise DatasetError(f"{path}: invalid YAML: {e}") from None
+    try:
+        config = yaml.safe_load(read_text(path))
+    except yaml.YAMLError as e:
+        raise DatasetError(f"{path}: invalid YAML: {e}") from None
     if not isinstance(config, dict):
         raise DatasetError(f"{path}: a data config must be a mapping with a 'datasets:' or 'train_datasets:' list")
     if "datasets" in config and "train_datasets" in config:
@@ -671,6 +780,18 @@ def _read_results(path: str, root: str, task: str, reward_method: str | None, ch
     return list(_read_table_rows(path, kind, root, task, reward_method, checker, cache_dir))
 
 
+def read_row_results(path: str, image_root: str, task: str, *, check_images: bool | str = False,
+                     cache_dir: str | None = None) -> list[tuple[str, dict | DatasetError]]:
+    """Every row of one data file or dataset directory in file order, as ("<file>:<line>", row), a bad
+    one as ("<file>:<line>", DatasetError) instead of raised: the evaluation readers keep each row in
+    its place (``BadGoldError`` carries the row) and decide what a bad one is."""
+    get_task(task)
+    if detect_format(path) == "yaml":
+        raise DatasetError(f"{path}: a data config lists data files; give one of them")
+    return _read_results(path, image_root, task, None, _ImageChecker(check_images),
+                         cache_dir if cache_dir is not None else _default_cache_dir())
+
+
 def _keep_good(results: Iterable[tuple[str, RowResult]], skipped: list[str], skip_bad: bool) -> list[SourcedRow]:
     rows = []
     for where, result in results:
@@ -698,7 +819,7 @@ def _read_one(path: str, root: str, task: str, reward_method: str | None, checke
     config = _load_data_config(path)
     rng = random.Random(seed)
     if split == "val":
-        none = _ImageChecker("none")
+        none = _ImageChecker(False)
         for file, entry_root, strategy, where in _yaml_entries(path, root, "train", config):
             if strategy.startswith("random:"):  # a shuffle's draws depend only on the number of rows
                 n = len(_read_results(file, entry_root, task, reward_method, none, cache_dir))
@@ -727,16 +848,12 @@ def read_sourced_rows(
     skip_bad: bool = False,
     *,
     reward_methods: str | Sequence[str] | None = None,
-    check_images: str = "open",
+    check_images: bool | str = True,
     cache_dir: str | None = None,
     seed: int = 0,
     split: str = "train",
 ) -> tuple[list[SourcedRow], list[str]]:
-    """``read_training_files`` with each row's "<file>:<line>": ([(where, row), ...], skipped messages).
-
-    The evaluation readers use it (``check_images="none"``: a missing image is a per-sample error
-    there), so training and evaluation parse every file format with the same code.
-    """
+    """``read_training_files`` with each row's "<file>:<line>": ([(where, row), ...], skipped messages)."""
     if split not in DATA_CONFIG_SPLITS:
         raise ValueError(f"split must be one of {DATA_CONFIG_SPLITS}, got {split!r}")
     get_task(task)  # the default task must exist even if every row names its own
@@ -773,7 +890,7 @@ def read_training_files(
     skip_bad: bool = False,
     *,
     reward_methods: str | Sequence[str] | None = None,
-    check_images: str = "open",
+    check_images: bool | str = True,
     cache_dir: str | None = None,
     seed: int = 0,
     split: str = "train",
@@ -790,7 +907,9 @@ def read_training_files(
     reward_methods: VLM-R1's per-file accuracy method (``--reward_method a:b``): exactly one per data
                     file (a list or ':'-separated). None: "default" for every file. A row's own
                     ``accu_reward_method`` wins. Every row gets the ``accu_reward_method`` field.
-    check_images:   "open" (read each image's header), "decode" (decode every image fully) or "none".
+    check_images:   True (default): decode every image fully and check its size against the image
+                    processor's rule (``image_size_problem``); "open": read only each header (size rule
+                    applied, truncated data not caught); False: no check.
     cache_dir:      where images stored inside parquet / arrow shards are written.
     seed:           seed of YAML ``random:`` sampling (one ``random.Random(seed)`` per data config).
     split:          "train": a data config's ``train_datasets`` (or ``datasets``); "val": its
@@ -810,7 +929,7 @@ def read_val_datasets(
     task: str,
     skip_bad: bool = False,
     *,
-    check_images: str = "open",
+    check_images: bool | str = True,
     cache_dir: str | None = None,
     seed: int = 0,
 ) -> TrainingRows:

@@ -11,10 +11,14 @@ SuperCLEVR jsonl (``<data_root>/<name>.jsonl``): one row per line
 GeoQA jsonl: the same fields with string answers (``"ground_truth": "140°"``).
 
 Files are parsed by ``paddlemix_r1.data.readers`` (the training reader: same schemas, same gold
-parsing by the task, same ``<file>:<line>`` errors). A malformed row raises DatasetError (a
-ValueError) naming the file and line: a broken test set must not turn into a quietly different
-accuracy. Images are NOT opened here; a missing or unreadable image is a per-sample error the
-evaluator records and counts (see ``evaluate``).
+parsing and checks by the task, same ``<file>:<line>`` errors). A malformed row (a missing field,
+invalid JSON, bytes that are not UTF-8) raises DatasetError (a ValueError) naming the file and line:
+a broken test set must not turn into a quietly different accuracy. A well-formed row whose gold
+answer its task cannot score (``Task.check_gold``: unparsable, a NaN or inverted box, a negative
+count) is kept in its place with ``error`` set; the evaluator counts it as an error (a file in which
+every row is such a row raises: there is nothing to evaluate). Images are NOT opened here; a
+missing, undecodable or unprocessable image is a per-sample error the evaluator records and counts
+(see ``evaluate``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from paddlemix_r1.data.readers import DatasetError, read_sourced_rows
+from paddlemix_r1.data.readers import BadGoldError, DatasetError, read_row_results
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class EvalRow:
     source:   "<file>:<line>" of the row, for messages.
     caption:  REC ``normal_caption`` (the object phrase alone; the REC baseline prompt uses it).
     fields:   the row in the readers' format (``paddlemix_r1.tasks.rows``).
+    error:    why the row cannot be scored (its gold answer, as the file gives it in ``solution``), or
+              None; the evaluator records it as the row's error without generating.
     """
 
     id: str
@@ -49,6 +55,7 @@ class EvalRow:
     source: str
     caption: str | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
 
     def prompt_fields(self) -> dict[str, Any]:
         """The row as the prompt templates read it (``problem``, ``normal_caption``), from this row's values."""
@@ -60,17 +67,29 @@ def _dataset_name(path: str) -> str:
 
 
 def read_eval_rows(path: str, image_root: str, task: str) -> list[EvalRow]:
-    """Every row of one evaluation file, in file order, read as ``task`` rows (one image each)."""
-    sourced, _ = read_sourced_rows([path], image_root, task, check_images="none")
+    """Every row of one evaluation file, in file order, read as ``task`` rows (one image each); a row
+    with a gold answer the task cannot score is kept with ``error`` set (see the module docstring)."""
     name = _dataset_name(path)
     rows = []
-    for index, (where, row) in enumerate(sourced):
+    for index, (where, result) in enumerate(read_row_results(path, image_root, task)):
+        error = None
+        if isinstance(result, BadGoldError):
+            row, error = result.row, str(result)
+        elif isinstance(result, DatasetError):
+            raise result
+        else:
+            row = result
         if row["task"] != task:
             raise DatasetError(f"{where}: the row's task is {row['task']!r}, this evaluation is {task!r}")
         if len(row["images"]) != 1:
             raise DatasetError(f"{where}: evaluation reads one image per row, got {len(row['images'])}")
         rows.append(EvalRow(f"{name}/{index}", row["images"][0], row["problem"], row["solution"], where,
-                            row.get("normal_caption"), row))
+                            row.get("normal_caption"), row, error))
+    if not rows:
+        raise DatasetError(f"{path}: no rows")
+    if all(row.error is not None for row in rows):  # nothing to score: fail before any model loads
+        raise DatasetError(f"{rows[0].error} (and every other row of the file has a bad gold answer)"
+                           if len(rows) > 1 else rows[0].error)
     return rows
 
 

@@ -13,9 +13,14 @@ general   correct iff the row's VLM-R1 accuracy method scores 1
 ``--method r1`` reads only the answer block, as training does; ``baseline`` (prompts that need not
 ask for tags) also reads an answer from the whole text when there is no block.
 
-Accuracy is ``correct / n`` over ALL selected rows: a row whose image is missing or unreadable is
-recorded with its error, counted in ``errors`` and scored incorrect, so a broken test set lowers
-the number rather than silently shrinking the denominator.
+Accuracy is ``correct / n`` over ALL selected rows: a row that cannot be scored is recorded with its
+error, counted in ``errors`` and scored incorrect, so a broken test set lowers the number rather than
+silently shrinking the denominator (nor aborting the run). Such a row is one whose image is
+missing, undecodable (truncated data) or of a size the image processor refuses (``image: ...``:
+``data.readers.image_size_problem``, an aspect ratio above 200), or whose gold answer the task cannot
+score (``gold: ...``: ``Task.check_gold``, checked before generation, or math_verify unable to read a
+geoqa gold when it is scored). Rows with a bad gold are left out of the set-level metrics (ovd's
+mAP), which cannot score them.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
+from paddlemix_r1.data.readers import image_size_problem
 from paddlemix_r1.eval.data import EvalRow
 from paddlemix_r1.processing.image_processor import load_image
 from paddlemix_r1.rewards.coords import QWEN2_5_VL
-from paddlemix_r1.rewards.math_answer import MathVerifier
+from paddlemix_r1.rewards.math_answer import GoldUnparsedError, MathVerifier
 from paddlemix_r1.tasks import SampleScore, ScoreContext, build_conversation, get_task
 
 METHODS = ("r1", "baseline")
@@ -100,7 +106,21 @@ def _load(
 ) -> tuple[Image.Image, tuple, tuple | None]:
     image = load_image(row.image)
     size = image.size
+    problem = image_size_problem(*size)  # what the processor would raise later, for the whole batch
+    if problem is not None:
+        raise ValueError(problem)
     return image, size, (tuple(resize(*size)) if resize is not None else None)
+
+
+def _gold_error(task_obj: Any, row: EvalRow) -> str | None:
+    """Why ``row``'s gold cannot be scored (the reader's verdict, else ``Task.check_gold``), or None."""
+    if row.error is not None:
+        return row.error
+    try:
+        task_obj.check_gold(row.solution, row.source)
+    except (TypeError, ValueError) as e:
+        return str(e)
+    return None
 
 
 def evaluate(
@@ -190,6 +210,13 @@ def evaluate(
             sample_of: list[int | None] = []  # record -> index into samples (None: image error)
             for row, prompt in zip(batch_rows, batch_prompts):
                 record = {"id": row.id, "dataset": dataset, "image": row.image, "prompt": prompt, "gold": row.solution}
+                gold_error = _gold_error(task_obj, row)
+                if gold_error is not None:
+                    record.update(error=f"gold: {gold_error}", score=0.0, correct=False, samples=[])
+                    errors += 1
+                    sample_of.append(None)
+                    records.append(record)
+                    continue
                 try:
                     image, size, resized = _load(row, resize)
                 except IMAGE_ERRORS as e:
@@ -210,9 +237,15 @@ def evaluate(
                 )
 
             for record, i in zip(records, sample_of):
+                scored = []
                 if i is not None:
                     group = completions[i * num_samples : (i + 1) * num_samples]
-                    scored = [(c, scorer(c, samples[i])) for c in group]
+                    try:
+                        scored = [(c, scorer(c, samples[i])) for c in group]
+                    except GoldUnparsedError as e:  # a gold only scoring can judge (geoqa: math_verify)
+                        record.update(error=f"gold: {e}", score=0.0, correct=False, samples=[])
+                        errors += 1
+                if scored:
                     best = next((pair for pair in scored if pair[1].correct), max(scored, key=lambda p: p[1].score))
                     record.update(
                         raw_output=best[0],
@@ -228,7 +261,8 @@ def evaluate(
                     )
                     correct += record["correct"]
                     issues.update(s.status for _, s in scored if s.status in ("timeout", "error"))
-                answered.append((record["gold"], record.get("parsed_answer")))
+                if not (record["error"] or "").startswith("gold: "):  # set metrics cannot score a bad gold
+                    answered.append((record["gold"], record.get("parsed_answer")))
                 if out is not None:
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
             if out is not None:

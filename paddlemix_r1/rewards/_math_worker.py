@@ -12,9 +12,15 @@ Protocol: one JSON object per line on stdin, one per line on stdout.
   ready line  -> {"ready": true}  (or {"ready": false, "detail": ...} and exit 1)
   request     -> {"id": int, "gold": [str, ...], "pred": [str, ...]}
   response    -> {"id": int, "status": str, "gold": str|null, "pred": str|null, "detail": str}
-``gold`` / ``pred`` are candidate texts in order of preference; the first whose parse yields a
-math object is used (else the first that yields anything). status is one of
-"correct", "wrong", "no_answer" (prediction unparsable), "gold_unparsed", "timeout", "error".
+``gold`` / ``pred`` are candidate texts in order of preference (the delimited reading of the answer,
+then the bare text); the FIRST candidate in which math_verify finds anything decides. A later one is
+read only when an earlier one holds nothing math_verify recognises at all: when the preferred reading
+times out or raises, the verdict is "timeout" / "error", never the bare text's. In bare text
+math_verify searches for any expression, so a failed ``$\frac{1}{2}+...+1$`` (or a number too long to
+convert) would otherwise be credited with the "\frac{1}{2}" fragment it contains -- and whether the
+preferred reading timed out would depend on the machine's load. status is one of "correct",
+"wrong", "no_answer" (prediction unparsable), "gold_unparsed" (the gold's reading found nothing or
+raised), "timeout", "error".
 
 This file imports nothing from the package (it is started by path, with its own directory removed
 from sys.path so the sibling modules cannot shadow anything).
@@ -62,46 +68,40 @@ class Worker:
         # may be transient).
         self._gold_cache: dict[tuple[str, ...], list[Any]] = {}
 
-    def gold_parse(self, candidates: tuple[str, ...]) -> tuple[list[Any], bool]:
+    def gold_parse(self, candidates: tuple[str, ...]) -> tuple[list[Any], str | None]:
         if candidates in self._gold_cache:
-            return self._gold_cache[candidates], False
-        parsed, timed_out = self._parse_candidates(candidates)
-        if not timed_out:
+            return self._gold_cache[candidates], None
+        parsed, failure = self._parse_candidates(candidates)
+        if failure != "timeout":
             if len(self._gold_cache) >= GOLD_CACHE_SIZE:
                 self._gold_cache.clear()
             self._gold_cache[candidates] = parsed
-        return parsed, timed_out
+        return parsed, failure
 
-    def _parse_one(self, text: str) -> tuple[list[Any], bool]:
-        """(parse result, timed_out); an error while parsing is an empty result (nothing usable)."""
-        try:
-            return self._parse(text, parsing_timeout=self.op_timeout, raise_on_error=True), False
-        except self._timeout_exc:
-            return [], True
-        except Exception:  # noqa: BLE001 - math_verify's own errors mean "no parse" here
-            return [], False
+    def _parse_candidates(self, candidates: tuple[str, ...]) -> tuple[list[Any], str | None]:
+        """(parse result of the first candidate with one, None) or ([], "timeout" / "error: <type>").
 
-    def _parse_candidates(self, candidates: tuple[str, ...]) -> tuple[list[Any], bool]:
-        """(parse result, timed_out) of the preferred candidate."""
-        fallback: list[Any] = []
-        timed_out = False
+        ([], None) when no candidate holds anything math_verify recognises."""
         for text in candidates:
-            parsed, candidate_timed_out = self._parse_one(text)
-            timed_out = timed_out or candidate_timed_out
-            if any(not isinstance(p, str) for p in parsed):
-                return parsed, False
-            if parsed and not fallback:
-                fallback = parsed
-        return fallback, timed_out and not fallback
+            try:
+                parsed = self._parse(text, parsing_timeout=self.op_timeout, raise_on_error=True)
+            except self._timeout_exc:
+                return [], "timeout"
+            except Exception as e:  # noqa: BLE001 - math_verify's errors: this reading failed, no fallback
+                return [], f"error: {type(e).__name__}"
+            if parsed:
+                return parsed, None
+        return [], None
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        gold, gold_timeout = self.gold_parse(tuple(request["gold"]))
+        gold, failure = self.gold_parse(tuple(request["gold"]))
         if not gold:
-            return {"status": "timeout" if gold_timeout else "gold_unparsed", "gold": None, "pred": None, "detail": ""}
-        pred, pred_timeout = self._parse_candidates(tuple(request["pred"]))
+            status = "timeout" if failure == "timeout" else "gold_unparsed"
+            return {"status": status, "gold": None, "pred": None, "detail": failure or ""}
+        pred, failure = self._parse_candidates(tuple(request["pred"]))
         if not pred:
-            status = "timeout" if pred_timeout else "no_answer"
-            return {"status": status, "gold": _shown(gold), "pred": None, "detail": ""}
+            status = "no_answer" if failure is None else failure.partition(":")[0]
+            return {"status": status, "gold": _shown(gold), "pred": None, "detail": failure or ""}
         # Pair by pair so that one comparison raising or timing out does not hide another that
         # succeeds (verify() with raise_on_error=False would also hide the timeout itself).
         timed_out = False

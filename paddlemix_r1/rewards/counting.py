@@ -2,7 +2,7 @@
 
 Column ``solution``: the gold count per completion, as an int (SuperCLEVR's ``ground_truth``), a
 numeric string ("3", "3.0") or an answer-tagged string ("<answer> 3 </answer>"). A gold that is
-not an integer raises ValueError naming the row: that is a data error, not a model error.
+not an integer >= 0 raises ValueError naming the row: that is a data error, not a model error.
 """
 
 from __future__ import annotations
@@ -16,20 +16,24 @@ from paddlemix_r1.rewards.parsing import parse_count
 
 
 def gold_count(solution: Any, where: str = "solution") -> int:
-    """The gold count of one row; raises ValueError naming ``where`` if it is not an integer."""
+    """The gold count of one row; raises ValueError naming ``where`` if it is not an integer >= 0."""
     if isinstance(solution, bool):  # bool is an int subclass; True is not a count
         raise TypeError(f"{where}: gold count must be an integer, got {solution!r}")
     if isinstance(solution, numbers.Integral):
-        return int(solution)
-    if isinstance(solution, numbers.Real):
-        if float(solution).is_integer():
-            return int(solution)
-        raise ValueError(f"{where}: gold count must be an integer, got {solution!r}")
-    if not isinstance(solution, str):
+        count = int(solution)
+    elif isinstance(solution, numbers.Real):
+        if not float(solution).is_integer():
+            raise ValueError(f"{where}: gold count must be an integer, got {solution!r}")
+        count = int(solution)
+    elif isinstance(solution, str):
+        parsed = parse_count(solution, lenient=True)  # golds need not carry answer tags
+        if parsed is None:
+            raise ValueError(f"{where}: gold count must be an integer, got {solution!r}")
+        count = parsed
+    else:
         raise TypeError(f"{where}: gold count must be an integer or a string, got {solution!r}")
-    count = parse_count(solution, lenient=True)  # golds need not carry answer tags
-    if count is None:
-        raise ValueError(f"{where}: gold count must be an integer, got {solution!r}")
+    if count < 0:  # no answer can match it: the row would train (or score) nothing
+        raise ValueError(f"{where}: gold count must be >= 0, got {solution!r}")
     return count
 
 

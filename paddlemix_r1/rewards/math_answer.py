@@ -16,8 +16,25 @@ Scoring one completion:
    "2sqrt(3)" -> "2\\sqrt{3}", "9pi" -> "9\\pi"), bare LaTeX is wrapped in ``$...$``
    (math_verify only reads LaTeX inside delimiters: bare "2\\sqrt{3}" parses as 2), and
    math_verify's ``verify(gold, prediction)`` decides.
-4. math_verify runs in a worker process (``MathVerifier``) with a hard wall-clock deadline per
+4. Each side is read from its candidate texts (``math_candidates``: the focused, delimited reading,
+   then the whole text) by the first candidate in which math_verify finds anything. A reading that
+   times out or raises is final: the check scores 0 with status "timeout" / "error" instead of
+   falling back to the bare text, where math_verify would search for any expression and credit a
+   fragment ("\\frac{1}{2}+" * 1000 + "1" holds "\\frac{1}{2}"), and the score would depend on
+   whether the machine was loaded enough for the first reading to time out.
+5. math_verify runs in a worker process (``MathVerifier``) with a hard wall-clock deadline per
    answer; a timeout, a worker crash or any math_verify error scores 0.
+
+Why our own worker rather than ``pebble.ProcessPool`` or ``concurrent.futures``: a
+``ProcessPoolExecutor`` cannot stop a task that is running (``Future.cancel`` only drops queued ones,
+and killing a worker breaks the whole pool), so it cannot enforce a deadline. ``pebble`` can, but it
+starts workers through ``multiprocessing``: with "fork" it copies a training process that holds
+Paddle's threads (a child forked while another thread holds the allocator's lock can deadlock), and
+with "spawn" / "forkserver" each worker re-imports the parent's ``__main__`` module and this package
+(Paddle included) before it can answer. ``_math_worker.py`` is started by path and imports only
+math_verify, so a restart after a timeout costs about a second; the protocol, the deadline, the
+restart and the address-space limit are the ~150 lines below, tested in tests/rewards/test_math.py
+(inner alarm, hard deadline, worker thread, forked child).
 """
 
 from __future__ import annotations
@@ -185,8 +202,8 @@ class MathOutcome:
     """math_verify's verdict on one (gold, prediction) pair.
 
     status: "correct", "wrong", "no_answer" (nothing parsable in the prediction), "gold_unparsed",
-    "timeout" (past the deadline, or math_verify's own alarm), "error" (math_verify raised or the
-    worker died). ``gold`` / ``pred`` are short printable forms of what was parsed.
+    "timeout" (past the deadline, or math_verify's own alarm while reading or comparing), "error"
+    (math_verify raised while reading the prediction, or the worker died). ``gold`` / ``pred`` are short printable forms of what was parsed.
     """
 
     status: str
@@ -358,6 +375,10 @@ def default_verifier() -> MathVerifier:
 # ---- scoring ------------------------------------------------------------------------------------
 
 
+class GoldUnparsedError(ValueError):
+    """math_verify finds nothing it can read in a gold answer (a data error; the message names the row)."""
+
+
 @dataclass(frozen=True)
 class MathScore:
     """One completion scored: correct or not, what was read as its answer, and how it went."""
@@ -397,7 +418,8 @@ def score_math_completion(
         return MathScore(predicted == letter, predicted, "correct" if predicted == letter else "wrong")
     outcome = verifier.check(math_candidates(gold), math_candidates(answer))
     if outcome.status == "gold_unparsed":
-        raise ValueError(f"{where}: math_verify cannot parse the gold answer {gold!r}")
+        detail = f" ({outcome.detail})" if outcome.detail else ""
+        raise GoldUnparsedError(f"{where}: math_verify cannot parse the gold answer {gold[:200]!r}{detail}")
     return MathScore(outcome.correct, outcome.pred, outcome.status, outcome.detail)
 
 

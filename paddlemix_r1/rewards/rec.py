@@ -13,7 +13,7 @@ Columns (lists, one entry per completion):
                   to answer in original pixels is scored by passing ``resized_size = image_size``.
 
 Other columns are ignored. A missing column or a malformed gold/size entry raises (naming the
-column and row); the completion text never does: no box, an unparsable box, or a degenerate box
+column and row; a gold box must be finite with x2 > x1 and y2 > y1); the completion text never does: no box, an unparsable box, or a degenerate box
 (x2 <= x1 or y2 <= y1) scores 0.
 
 The box is the first one in the completion's last closed ``<answer>`` block; a completion without
@@ -23,6 +23,7 @@ are training rewards; ``score_rec_completion(..., lenient=True)`` is for ``basel
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,19 +50,37 @@ class RecScore:
     iou: float
 
 
+def check_gold_box(box: Sequence[float], where: str = "solution", raw: Any = None) -> None:
+    """Raise ValueError naming ``where`` unless ``box`` is 4 finite numbers with x2 > x1 and y2 > y1.
+
+    A gold box without area (inverted, empty or NaN) has IoU 0 with every answer: a row that can only
+    score 0 is a data error, not a hard question."""
+    shown = box if raw is None else raw
+    if not all(math.isfinite(v) for v in box):
+        raise ValueError(f"{where}: gold box must be 4 finite numbers, got {shown!r}")
+    x1, y1, x2, y2 = box
+    if not x2 > x1:
+        raise ValueError(f"{where}: gold box [x1, y1, x2, y2] needs x2 > x1, got {shown!r}")
+    if not y2 > y1:
+        raise ValueError(f"{where}: gold box [x1, y1, x2, y2] needs y2 > y1, got {shown!r}")
+
+
 def gold_box(solution: Any, where: str = "solution") -> Box:
-    """The gold box of one row as 4 floats; raises ValueError naming ``where`` if malformed."""
+    """The gold box of one row as 4 floats; raises ValueError naming ``where`` if malformed (not 4
+    numbers, not finite, or without area: ``check_gold_box``)."""
     if isinstance(solution, str):
         box = parse_box(solution)
         if box is None:
             raise ValueError(f"{where}: no [x1, y1, x2, y2] box in {solution!r}")
+        check_gold_box(box, where, solution)
         return box
     try:
         values = tuple(float(v) for v in solution)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise ValueError(f"{where}: gold box must be 4 numbers, got {solution!r}") from e
     if len(values) != 4:
         raise ValueError(f"{where}: gold box must be 4 numbers, got {solution!r}")
+    check_gold_box(values, where, solution)
     return values  # type: ignore[return-value]
 
 

@@ -6,7 +6,7 @@ A row (the data readers' and the synthetic generators' format, see ``paddlemix_r
 
 ``task`` names the Task that owns the row, so one dataset can mix tasks: each row is prompted,
 parsed and scored by its own task. ``solution`` is the gold answer in the task's canonical form
-(``Task.parse_solution``), checked once when the row is read.
+(``Task.parse_solution``), checked (``Task.check_gold``) when the row is read and when it is evaluated.
 
 Training, evaluation and the demo use the same pieces: ``Task.prompt`` (the one template table,
 ``tasks/prompts.py``), ``build_conversation``, ``Task.parse_answer`` (through the reward modules'
@@ -95,6 +95,18 @@ class Task:
     def parse_solution(self, value: Any, where: str = "solution") -> Any:
         """The gold answer in this task's canonical form; ValueError / TypeError naming ``where`` if malformed."""
         raise NotImplementedError
+
+    def check_gold(self, gold: Any, where: str = "solution") -> None:
+        """Raise ValueError / TypeError naming ``where`` if the canonical ``gold`` cannot be scored.
+
+        The one gold check of training and evaluation: the readers call it on every row (a bad gold is
+        a bad row: raised with ``<file>:<line>``, or skipped and counted with ``skip_bad``) and
+        ``eval.evaluate`` on every row it is given (a bad gold is counted as that row's error). A
+        canonical gold parses to itself, so by default ``parse_solution`` must accept it again; the
+        checks of what a gold may hold live there (rec: finite box with x2 > x1 and y2 > y1;
+        counting: integer >= 0; ...). A gold that can only be judged by scoring (geoqa: whether
+        math_verify reads it) raises ``rewards.math_answer.GoldUnparsedError`` from ``score``."""
+        self.parse_solution(gold, where)
 
     def check_fields(self, extras: Mapping[str, Any], where: str) -> None:
         """Raise ValueError naming ``where`` if a field this task reads (besides the core ones) is malformed."""

@@ -39,6 +39,7 @@ from paddlemix_r1.rewards.curr_reft import (
 )
 from paddlemix_r1.rewards.math_answer import default_verifier
 from paddlemix_r1.rewards.parsing import answer_text
+from paddlemix_r1.rewards.rec import check_gold_box
 from paddlemix_r1.tasks.base import SampleScore, ScoreContext, Task
 
 STAGE_METHODS = ("judge", "choice", "open")
@@ -91,7 +92,7 @@ class DetectionTask(CurrReftTask):
     uses_boxes = True
 
     def check_open_gold(self, gold: str, where: str) -> None:
-        gold_box_of(gold, where)
+        check_gold_box(gold_box_of(gold, where), where, gold)
 
     def check_evaluation(self, model_family: str | None) -> None:
         if model_family not in MODEL_FAMILIES:

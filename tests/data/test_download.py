@@ -32,7 +32,9 @@ class FileServer:
         self.files = dict(files)
         self.cut: dict[str, int] = {}
         self.ignore_range = False
+        self.ignore_if_range = False  # resume with 206 even when If-Range names another version
         self.requests: list[tuple[str, str | None]] = []
+        self.if_range: list[str | None] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -48,6 +50,10 @@ class FileServer:
                 data = server.files[name]
                 start = 0
                 spec = self.headers.get("Range")
+                if_range = self.headers.get("If-Range")
+                server.if_range.append(if_range)
+                if if_range is not None and if_range != etag(data) and not server.ignore_if_range:
+                    spec = None  # RFC 9110: another version -> the whole (current) file with 200
                 if spec and not server.ignore_range:
                     start = int(spec.removeprefix("bytes=").split("-")[0])
                     if start >= len(data):
@@ -61,6 +67,8 @@ class FileServer:
                     self.send_response(200)
                 body = data[start:]
                 self.send_header("Content-Length", str(len(body)))
+                self.send_header("ETag", etag(data))
+                self.send_header("Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT")
                 self.end_headers()
                 if server.cut.get(name, 0) > 0:
                     server.cut[name] -= 1
@@ -80,6 +88,10 @@ class FileServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=5)
+
+
+def etag(data):
+    return '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
 
 
 def tar_bytes(entries):
@@ -134,20 +146,28 @@ def test_interrupted_transfer_resumes_with_range(tmp_path):
     assert any("resuming" in line for line in logs) and any("sha256 verified" in line for line in logs)
 
 
+def part_on_disk(path, data, version, url):
+    """``path``.part holding ``data`` and the validator the downloader records for ``version`` of the file."""
+    Path(str(path) + ".part").write_bytes(data)
+    dl.write_part_validator(str(path) + ".part", dl.Validator(url, etag(version), "Mon, 01 Jan 2024 00:00:00 GMT",
+                                                              len(version)))
+
+
 def test_partial_file_on_disk_is_resumed(tmp_path):
     data = payload()
-    (tmp_path / "big.bin.part").write_bytes(data[:1000])
     with FileServer({"big.bin": data}) as server:
+        part_on_disk(tmp_path / "big.bin", data[:1000], data, server.url + "big.bin")
         dl.download_file(server.url + "big.bin", str(tmp_path / "big.bin"), checksum(data), log=lambda m: None, **FAST)
-    assert server.requests == [("big.bin", "bytes=1000-")]
+    assert server.requests == [("big.bin", "bytes=1000-")] and server.if_range == [etag(data)]
     assert (tmp_path / "big.bin").read_bytes() == data
+    assert not Path(str(tmp_path / "big.bin") + ".part.json").exists()
 
 
 def test_complete_partial_file_and_server_without_range(tmp_path):
     data = payload(5000)
-    (tmp_path / "a.bin.part").write_bytes(data)  # whole file, not yet renamed
-    (tmp_path / "b.bin.part").write_bytes(b"stale bytes")
     with FileServer({"a.bin": data, "b.bin": data}) as server:
+        part_on_disk(tmp_path / "a.bin", data, data, server.url + "a.bin")  # whole file, not yet renamed
+        part_on_disk(tmp_path / "b.bin", b"stale bytes", data, server.url + "b.bin")
         dl.download_file(server.url + "a.bin", str(tmp_path / "a.bin"), checksum(data), log=lambda m: None, **FAST)
         server.ignore_range = True  # answers 200 with the whole file: the partial file is started over
         dl.download_file(server.url + "b.bin", str(tmp_path / "b.bin"), checksum(data), log=lambda m: None, **FAST)
@@ -257,4 +277,78 @@ def test_shell_script_fetches_test_files(tmp_path):
     assert result.returncode == 0, result.stderr
     for name, data in files.items():
         assert (tmp_path / "data" / name).read_bytes() == data
-    assert "no recorded checksum" in result.stderr
+    assert "recorded in" in result.stderr
+
+
+# ---- a partial file from another version; the lock file -------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["no-validator", "if-range", "server-ignores-if-range"])
+def test_partial_file_of_an_older_version_is_started_over(tmp_path, how):
+    """A .part of version 1 left on disk while the server now has version 2 (same size): resuming would
+    splice the two into a file that is neither. Without a validator the part cannot be trusted; with one,
+    If-Range makes the server send the whole new file, and if it resumes anyway its ETag tells."""
+    old, new = payload(), payload()[::-1]
+    target = tmp_path / "big.bin"
+    logs = []
+    with FileServer({"big.bin": new}) as server:
+        if how == "no-validator":
+            (tmp_path / "big.bin.part").write_bytes(old[:1000])
+        else:
+            part_on_disk(target, old[:1000], old, server.url + "big.bin")
+        server.ignore_if_range = how == "server-ignores-if-range"
+        digest = dl.download_file(server.url + "big.bin", str(target), None, log=logs.append, **FAST)
+    assert target.read_bytes() == new and digest == hashlib.sha256(new).hexdigest()  # not a splice of both
+    assert server.if_range[-1] == (etag(old) if how == "if-range" else None)
+    assert any("starting over" in line for line in logs), logs
+
+
+def test_partial_file_larger_than_the_recorded_size_is_started_over(tmp_path):
+    data = payload(5000)
+    with FileServer({"a.bin": data}) as server:
+        part_on_disk(tmp_path / "a.bin", data + b"junk", data, server.url + "a.bin")
+        dl.download_file(server.url + "a.bin", str(tmp_path / "a.bin"), None, log=lambda m: None, **FAST)
+    assert (tmp_path / "a.bin").read_bytes() == data and server.requests == [("a.bin", None)]
+
+
+def test_first_download_is_recorded_in_the_lock_and_later_ones_are_checked(tmp_path):
+    first, changed = b'{"q": 1}\n' * 50, b'{"q": 2}\n' * 50
+    dest = tmp_path / "data"
+    name = "geoqa_test_prompts.jsonl"
+    logs = []
+    with FileServer({name: first}) as server:
+        dl.install([name], str(dest), base_url=server.url, log=logs.append, **FAST)
+        lock = json.loads((dest / dl.LOCK_FILE).read_text())
+        assert lock["files"][name]["sha256"] == hashlib.sha256(first).hexdigest()
+        assert lock["files"][name]["size"] == len(first)
+        assert any("recorded in" in line and dl.LOCK_FILE in line for line in logs)
+        # the file on disk is checked against the lock on every run
+        dl.install([name], str(dest), base_url=server.url, log=logs.append, **FAST)
+        assert "sha256 verified" in logs[-1]
+        # a fresh download of a file that changed on the server is refused, and says why
+        (dest / name).unlink()
+        server.files[name] = changed
+        with pytest.raises(dl.ChecksumError, match=rf"sha256 [0-9a-f]{{64}}, expected .*{dl.LOCK_FILE}"):
+            dl.install([name], str(dest), base_url=server.url, log=logs.append, **FAST)
+    assert (dest / (name + ".corrupt")).read_bytes() == changed and not (dest / name).exists()
+
+
+def test_archive_checked_against_the_lock_before_extraction(tmp_path):
+    archive = rec_tar()
+    dest = tmp_path / "data"
+    with FileServer({"REC.tar": archive}) as server:
+        dl.install(["REC.tar"], str(dest), base_url=server.url, checksums={}, log=lambda m: None, **FAST)
+        assert json.loads((dest / dl.LOCK_FILE).read_text())["files"]["REC.tar"]["size"] == len(archive)
+        (dest / ".downloads" / "REC.tar.installed").unlink()
+        server.files["REC.tar"] = tar_bytes({"REC/coco/x.jpg": jpeg_bytes()})
+        with pytest.raises(dl.ChecksumError, match="REC.tar: corrupt download"):
+            dl.install(["REC.tar"], str(dest), base_url=server.url, checksums={}, log=lambda m: None, **FAST)
+    assert not (dest / "coco" / "x.jpg").exists()
+
+
+def test_a_malformed_lock_file_is_named(tmp_path):
+    dest = tmp_path / "data"
+    dest.mkdir()
+    (dest / dl.LOCK_FILE).write_text("{not json")
+    with pytest.raises(dl.DownloadError, match=rf"{dl.LOCK_FILE}: "):
+        dl.install(["geoqa_test_prompts.jsonl"], str(dest), base_url="http://127.0.0.1:9/", log=lambda m: None, **FAST)

@@ -9,6 +9,7 @@ import pytest
 from paddlemix_r1.eval.data import (
     DatasetError,
     read_counting_jsonl,
+    read_eval_rows,
     read_geoqa_jsonl,
     read_rec_json,
     select_rows,
@@ -45,11 +46,6 @@ REC_GOOD = {"image": "a.jpg", "problem": "p", "solution": [1, 2, 3, 4]}
     "text, line, message",
     [
         (json.dumps([REC_GOOD, {"image": "a.jpg", "problem": "p"}], indent=1), 12, "missing field 'solution'"),
-        (
-            "[\n" + json.dumps(REC_GOOD) + ",\n" + json.dumps({**REC_GOOD, "solution": [1, 2, 3]}) + "\n]",
-            3,
-            "4 numbers",
-        ),
         ("[\n" + json.dumps(REC_GOOD) + ",\n" + json.dumps({**REC_GOOD, "image": ""}) + "\n]", 3, "'image'"),
         ("[\n" + json.dumps(REC_GOOD) + ",\n[1, 2]\n]", 3, "JSON object"),
         ("[\n" + json.dumps(REC_GOOD) + ',\n{"image": \n]', 4, "invalid JSON"),
@@ -59,7 +55,6 @@ REC_GOOD = {"image": "a.jpg", "problem": "p", "solution": [1, 2, 3, 4]}
     ],
     ids=[
         "missing-solution",
-        "short-box",
         "empty-image",
         "not-an-object",
         "bad-json",
@@ -80,8 +75,6 @@ def test_malformed_rec_rows_name_file_and_line(tmp_path, text, line, message):
     "bad_line, message",
     [
         ('{"image_path": "x.png", "question": "q"}', "ground_truth"),
-        ('{"image_path": "x.png", "question": "q", "ground_truth": "many"}', "integer"),
-        ('{"image_path": "x.png", "question": "q", "ground_truth": true}', "integer"),
         ('{"question": "q", "ground_truth": 3}', "image_path"),
         ('{"image_path": "x.png", "question": "q", "ground_truth": 3', "invalid JSON"),
         ("[3]", "JSON object"),
@@ -117,3 +110,24 @@ def test_select_rows_matches_the_anchors_global_shuffle(rec_set):
     assert len(select_rows(rows, 100, seed=1)) == len(rows)
     with pytest.raises(ValueError, match="sample_num"):
         select_rows(rows, 0, seed=1)
+
+
+@pytest.mark.parametrize("task, gold, message", [
+    ("rec", [1, 2, 3], "4 numbers"),
+    ("rec", [3, 2, 1, 4], "x2 > x1"),
+    ("counting", "many", "integer"),
+    ("counting", True, "integer"),
+    ("counting", -3, ">= 0"),
+], ids=["short-box", "inverted-box", "count-word", "count-bool", "count-negative"])
+def test_rows_with_a_bad_gold_are_kept_as_errors(tmp_path, task, gold, message):
+    """A gold the task cannot score is that row's error (counted by the evaluator), in its place."""
+    good = {"image": "a.jpg", "problem": "p", "solution": [1, 2, 3, 4] if task == "rec" else 3}
+    path = tmp_path / "set.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in (good, {**good, "solution": gold}, good)) + "\n")
+    rows = read_eval_rows(str(path), str(tmp_path), task)
+    assert [r.error is None for r in rows] == [True, False, True]
+    assert rows[1].error.startswith(f"{path}:2: field 'solution': ") and message in rows[1].error
+    assert rows[1].solution == gold and rows[1].id == "set/1"
+    path.write_text(json.dumps({**good, "solution": gold}) + "\n")
+    with pytest.raises(DatasetError, match=rf"set.jsonl:1: .*{message}"):  # nothing left to evaluate
+        read_eval_rows(str(path), str(tmp_path), task)

@@ -225,3 +225,49 @@ def test_forked_child_gets_its_own_worker(verifier):
     os.waitpid(pid, 0)
     os.close(read_end)
     assert reward(["<answer>5</answer>"], solution=["5"]) == [1.0]  # the parent's pipes still work
+
+
+# ---- a failed reading scores 0 ------------------------------------------------------------------
+
+# Each of these parses to something other than 1/2 in its preferred (delimited) form, or not at all;
+# the bare text math_verify falls back to holds the fragment "\frac{1}{2}", which must not be credited.
+GARBAGE = {"sum-of-halves": "\\frac{1}{2}+" * 1000 + "1", "4302-nines": "9" * 4302 + "\\frac{1}{2}"}
+
+
+@pytest.mark.parametrize("answer", GARBAGE.values(), ids=GARBAGE.keys())
+def test_garbage_around_the_gold_scores_zero(math, verifier, answer):
+    from paddlemix_r1.rewards.math_answer import score_math_completion
+
+    assert math([f"<answer>{answer}</answer>"], solution=["\\frac{1}{2}"]) == [0.0]
+    score = score_math_completion(f"<answer>{answer}</answer>", "\\frac{1}{2}", verifier)
+    assert not score.correct and score.status in ("wrong", "error", "timeout")  # which one depends on load
+
+
+@pytest.mark.parametrize("failure", ["timeout", "error"])
+def test_a_preferred_candidate_that_fails_is_not_replaced_by_the_next(failure):
+    """What happens when the delimited reading times out (machine load) or raises: the verdict is
+    "timeout" / "error" whatever the bare text would have matched, so the score is 0 on any machine."""
+    from paddlemix_r1.rewards import _math_worker
+
+    worker = _math_worker.Worker(op_timeout=1)
+    real_parse = worker._parse
+
+    def parse(text, **kwargs):
+        if text.startswith("$") and "+" in text:  # only the prediction's preferred candidate fails
+            if failure == "timeout":
+                raise worker._timeout_exc("parse timed out")
+            raise RecursionError("maximum recursion depth exceeded")
+        return real_parse(text, **kwargs)
+
+    worker._parse = parse
+    answer = "\\frac{1}{2}+\\frac{1}{3}"
+    assert len(math_candidates(answer)) == 2  # a delimited and a bare reading
+    verdict = worker.handle({"gold": math_candidates("\\frac{1}{2}"), "pred": math_candidates(answer)})
+    assert verdict["status"] == failure
+
+
+def test_a_gold_whose_reading_fails_is_a_data_error(verifier):
+    from paddlemix_r1.rewards.math_answer import GoldUnparsedError, score_math_completion
+
+    with pytest.raises(GoldUnparsedError, match=r"row 7: math_verify cannot parse the gold"):
+        score_math_completion("<answer>1</answer>", "9" * 4302 + "\\frac{1}{2}", verifier, "row 7")

@@ -93,7 +93,9 @@ def test_the_prompt_table_holds_the_reference_strings_verbatim():
 
 
 def test_every_task_has_its_training_prompt_and_the_cli_methods():
-    assert list_tasks() == ["classify", "counting", "detection", "general", "geoqa", "math", "ovd", "rec"]
+    tasks = list_tasks()
+    assert tasks == sorted(tasks)  # other modules may register more tasks
+    assert {"classify", "counting", "detection", "general", "geoqa", "math", "ovd", "rec"} <= set(tasks)
     for name in list_tasks():
         task = get_task(name)
         assert task.train_method in task.methods
@@ -104,7 +106,7 @@ def test_every_task_has_its_training_prompt_and_the_cli_methods():
     assert get_task("general").methods == ("default", "rec", "ic", "odLength", "gui")
     with pytest.raises(ValueError, match=r"task 'counting' has no prompt method 'gui'; its methods: \['baseline', 'r1', 'train'\]"):
         get_prompt("counting", "gui")
-    with pytest.raises(ValueError, match="unknown task 'ocr'; tasks: classify, counting, detection, general, geoqa, math, ovd, rec"):
+    with pytest.raises(ValueError, match=f"unknown task 'ocr'; tasks: {', '.join(tasks)}$"):
         get_task("ocr")
 
 
@@ -160,6 +162,30 @@ def test_malformed_gold_answers_name_the_row(task, value, message):
     with pytest.raises((TypeError, ValueError), match=message) as info:
         get_task(task).parse_solution(value, where="f.jsonl:3: field 'solution'")
     assert str(info.value).startswith("f.jsonl:3")
+
+
+@pytest.mark.parametrize("task, gold, message", [
+    ("rec", [float("nan"), 1, 2, 3], "finite"),
+    ("rec", [30, 1, 2, 3], "x2 > x1"),
+    ("rec", [1, 30, 2, 3], "y2 > y1"),
+    ("counting", -3, ">= 0"),
+    ("detection", "[9, 9, 1, 1]", "x2 > x1"),
+    ("ovd", [{"bbox_2d": [5, 5, 1, 9], "label": "cat"}], "x2 > x1"),
+    ("geoqa", "", "empty"),
+])
+def test_check_gold_refuses_golds_the_task_cannot_score(task, gold, message):
+    """The one gold check the readers (training) and evaluate() (evaluation) both call."""
+    with pytest.raises(ValueError, match=message) as info:
+        get_task(task).check_gold(gold, where="f.jsonl:3: field 'solution'")
+    assert str(info.value).startswith("f.jsonl:3")
+
+
+@pytest.mark.parametrize("task, gold", [
+    ("rec", [1.0, 2.0, 3.0, 4.0]), ("counting", 0), ("geoqa", "140°"), ("general", "yes"),
+    ("detection", "[1, 1, 9, 9]"), ("ovd", []), ("math", "\\frac{1}{2}"), ("classify", "cat"),
+])
+def test_check_gold_accepts_canonical_golds(task, gold):
+    get_task(task).check_gold(get_task(task).parse_solution(gold))
 
 
 def test_answers_are_read_from_the_answer_block_unless_lenient():
