@@ -7,6 +7,7 @@
     paddlemix-r1 reject-sample --config configs/curr_reft_reject_sft_3b.yaml [--flag value ...]  # RS-SFT data
     paddlemix-r1 demo [--output_dir D] [--smoke] [--recipe curriculum]  # the whole pipeline on CPU, minutes
     paddlemix-r1 doctor [--report doctor_report.json] [--contracts]    # check this machine (run it first)
+    paddlemix-r1 serve --model_path D [--port 8000] [--max_batch_size 8]  # OpenAI-compatible chat endpoint
 """
 
 from __future__ import annotations
@@ -141,6 +142,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return run(report=args.report, contracts=args.contracts)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """OpenAI-compatible chat endpoint over one checkpoint (docs/serve.md)."""
+    from paddlemix_r1.serve import ServeConfig, serve
+
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "fn", "log_level")}
+    serve(ServeConfig(**flags), log_level=args.log_level)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="paddlemix-r1", description="GRPO for Qwen2-VL / Qwen2.5-VL in PaddlePaddle")
     sub = p.add_subparsers(dest="command", required=True)
@@ -226,6 +236,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_doctor_arguments(dr)
     dr.set_defaults(fn=cmd_doctor)
+
+    sv = sub.add_parser("serve", help="serve a checkpoint: OpenAI-compatible POST /v1/chat/completions with images, "
+                                      "concurrent requests batched into one generate call (docs/serve.md)")
+    sv.add_argument("--model_path", required=True, help="checkpoint dir")
+    sv.add_argument("--served_model_name", help="model id clients send (default: the dir's base name)")
+    sv.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    sv.add_argument("--max_batch_size", type=int, default=8, help="completion rows (prompts x n) per generate call")
+    sv.add_argument("--batch_window_ms", type=float, default=5.0, help="wait for more requests to join a batch")
+    sv.add_argument("--max_new_tokens", type=int, default=256, help="completion length when a request sets none")
+    sv.add_argument("--max_model_len", type=int, help="prompt + completion tokens (default: the checkpoint's)")
+    sv.add_argument("--max_images", type=int, default=4, help="images per request")
+    sv.add_argument("--allowed_root", help="folder local image paths may come from (default: none, data URLs only)")
+    sv.add_argument("--api_key", help="require Authorization: Bearer <key> on /v1 routes")
+    sv.add_argument("--max_request_bytes", type=int, default=32 << 20)
+    sv.add_argument("--max_pending", type=int, default=256, help="queued requests before 503s")
+    sv.add_argument("--log_level", default="info", choices=["debug", "info", "warning", "error"])
+    sv.set_defaults(fn=cmd_serve)
 
     t = sub.add_parser("tiny-checkpoint", help="build a tiny random checkpoint (no downloads)")
     t.add_argument("--out", required=True)
