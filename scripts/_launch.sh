@@ -12,10 +12,16 @@
 #   LOG_DIR=dir            the launcher's per-rank logs (default: outputs/launch_logs/$NAME)
 #   CPU=1                  NPROC (default 2) processes on CPU (gloo), device=cpu: a tiny random model on
 #                          synthetic data unless CONFIG/MODEL_PATH say otherwise
-#   PYTHON=python          interpreter
+#   PYTHON=interpreter     default: python3 of the active environment (the first on PATH), else python
 #   DRY_RUN=1              print the command instead of running it
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# A bare `python` may be another interpreter than the environment's (or none); python3 is the environment's.
+PYTHON=${PYTHON:-$(command -v python3 || command -v python || true)}
+if [[ -z "$PYTHON" ]]; then
+  echo "no python3 or python on PATH: activate the environment or set PYTHON=/path/to/python" >&2
+  exit 2
+fi
 
 args=()
 if [[ "${CPU:-0}" == 1 ]]; then
@@ -34,7 +40,7 @@ fi
 if [[ -n "${MODEL_PATH:-}" ]]; then args+=("model_name_or_path=$MODEL_PATH"); fi
 if [[ -n "${OUTPUT_DIR:-}" ]]; then args+=("output_dir=$OUTPUT_DIR"); fi
 
-cmd=("${PYTHON:-python}" -m paddle.distributed.launch "${devices[@]}" --log_dir "${LOG_DIR:-outputs/launch_logs/$NAME}"
+cmd=("$PYTHON" -m paddle.distributed.launch "${devices[@]}" --log_dir "${LOG_DIR:-outputs/launch_logs/$NAME}"
      "${ENTRY:-scripts/train.py}" "${args[@]}" "$@")
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
   printf '%q ' "${cmd[@]}"

@@ -10,4 +10,10 @@ fi
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # The package runs from the checkout whether or not it is pip-installed.
 export PYTHONPATH="${repo}${PYTHONPATH:+:${PYTHONPATH}}"
-exec "${PYTHON:-python}" -m paddlemix_r1.data.download "$@"
+# PYTHON: the interpreter; default python3 of the active environment (a bare `python` may be another one).
+PYTHON=${PYTHON:-$(command -v python3 || command -v python || true)}
+if [ -z "$PYTHON" ]; then
+    echo "no python3 or python on PATH: activate the environment or set PYTHON=/path/to/python" >&2
+    exit 2
+fi
+exec "$PYTHON" -m paddlemix_r1.data.download "$@"

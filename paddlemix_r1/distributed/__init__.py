@@ -1,7 +1,17 @@
 """Data-parallel GRPO: process-group start-up, rank helpers, collectives behind failure-aware sync
-points, GPU sharding, and the memory budget arithmetic of docs/distributed.md."""
+points, GPU sharding, and the memory budget arithmetic of docs/distributed.md.
 
-from paddlemix_r1.distributed.collectives import (
+Importing this package puts our SIGTERM / SIGINT handler in place of the one paddle installs (signals.py
+says why); the signals are held back while paddle is imported, so none reaches paddle's handler.
+"""
+
+from paddlemix_r1.distributed import signals
+from paddlemix_r1.distributed.signals import Interrupted
+
+with signals.deferred():
+    import paddle  # noqa: F401 - imported here, under the blocked signals, before the modules below use it
+
+from paddlemix_r1.distributed.collectives import (  # noqa: E402 - after paddle's import above
     all_gather_arrays,
     all_gather_object,
     all_reduce_sum,
@@ -12,14 +22,14 @@ from paddlemix_r1.distributed.collectives import (
     broadcast_parameters,
     reduce_metrics,
 )
-from paddlemix_r1.distributed.coordination import (
+from paddlemix_r1.distributed.coordination import (  # noqa: E402
     Coordinator,
     PeerFailedError,
     SyncOrderError,
     SyncTimeoutError,
     run_guarded,
 )
-from paddlemix_r1.distributed.env import (
+from paddlemix_r1.distributed.env import (  # noqa: E402
     DistEnv,
     get_env,
     get_rank,
@@ -33,6 +43,7 @@ from paddlemix_r1.distributed.env import (
 __all__ = [
     "Coordinator",
     "DistEnv",
+    "Interrupted",
     "PeerFailedError",
     "SyncOrderError",
     "SyncTimeoutError",

@@ -17,7 +17,12 @@ Hence every collective of this package first passes a sync point on the job's TC
 all have arrived, while polling a failure flag that a failing rank raises with its traceback. The
 waiting rank then raises ``PeerFailedError`` carrying the failing rank's error, or
 ``SyncTimeoutError`` naming the ranks that never arrived; the collective itself only starts once
-every rank is there. ``run_guarded`` (the entry-point wrapper) raises the flag and makes sure the
+every rank is there. Arriving is not enough: a rank paused (SIGSTOP, a stalled node) while it
+waits has announced itself, and its peers would go on into the collective and wait there for the
+backend's bare timeout. So a second phase follows: each rank, once it has seen every arrival,
+confirms it is leaving for the collective, and the ranks leave together; a rank that never
+confirms is named by ``SyncTimeoutError``. What remains unguarded is only the instant between a
+rank's confirmation and its entry into the collective. ``run_guarded`` (the entry-point wrapper) raises the flag and makes sure the
 process exits, with a non-zero code, even if something would keep the interpreter alive.
 """
 
@@ -30,6 +35,8 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from typing import NoReturn
+
+from paddlemix_r1.distributed.signals import Interrupted
 
 PREFIX = "paddlemix_r1"
 # A peer that learnt of another rank's failure exits after this grace period, so that the
@@ -144,26 +151,33 @@ class Coordinator:
 
     def _wait_all(self, key: str, name: str) -> None:
         self.store.set(f"{key}/name{self.rank}", name)
-        self.store.add(f"{key}/rank{self.rank}", 1)
-        self.store.add(key, 1)
         deadline = time.monotonic() + self.timeout
-        delay = 0.001
-        while self.store.add(key, 0) < self.world_size:
-            self.check_peers()
-            if time.monotonic() > deadline:
-                missing = [r for r in range(self.world_size) if self.store.add(f"{key}/rank{r}", 0) == 0]
-                raise SyncTimeoutError(
-                    f"rank(s) {missing} did not reach sync point #{self._seq} ({name!r}) within {self.timeout:.0f} s "
-                    f"(this is rank {self.rank}); they are stuck or far slower than the rest "
-                    "(raise the sync timeout if the work between sync points is that uneven)")
-            time.sleep(delay)
-            delay = min(delay * 2, self.poll_s)
+        self._phase(key, name, deadline, "did not reach", "")
+        self.check_peers()
+        # Second phase: every rank has seen every arrival and is still running (see the module docstring).
+        self._phase(f"{key}/go", name, deadline, "did not go on from", " (they arrived there, then stopped)")
         self.check_peers()
         if self.rank != 0:
             expected = self.store.get(f"{key}/name0").decode("utf-8", "replace")
             if expected != name:
                 raise SyncOrderError(f"sync point #{self._seq}: rank {self.rank} is at {name!r}, rank 0 at "
                                      f"{expected!r}; the ranks issue collectives in different orders")
+
+    def _phase(self, key: str, name: str, deadline: float, verb: str, detail: str) -> None:
+        """Count this rank in at ``key`` and wait until every rank has; SyncTimeoutError names the others."""
+        self.store.add(f"{key}/rank{self.rank}", 1)
+        self.store.add(key, 1)
+        delay = 0.001
+        while self.store.add(key, 0) < self.world_size:
+            self.check_peers()
+            if time.monotonic() > deadline:
+                missing = [r for r in range(self.world_size) if self.store.add(f"{key}/rank{r}", 0) == 0]
+                raise SyncTimeoutError(
+                    f"rank(s) {missing} {verb} sync point #{self._seq} ({name!r}) within {self.timeout:.0f} s{detail} "
+                    f"(this is rank {self.rank}); they are stuck, paused or far slower than the rest "
+                    "(raise the sync timeout if the work between sync points is that uneven)")
+            time.sleep(delay)
+            delay = min(delay * 2, self.poll_s)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -187,6 +201,9 @@ def run_guarded(main: Callable[[], int | None],
     and no collective on the way out. A rank that failed only because a peer did
     (``PeerFailedError``) waits ``PEER_EXIT_GRACE_S`` first, so the launcher reports the peer.
 
+    A run stopped by SIGTERM / SIGINT (``signals.Interrupted``) is not a crash: its message is printed
+    without a traceback and the exit code is 128 + the signal number (143 for SIGTERM, 130 for SIGINT).
+
     ``coordinator_fn`` returns the coordinator at the time of the failure (by default that of
     ``init_distributed``; a single-process one, which reports nothing, if it was not called yet).
     """
@@ -204,7 +221,8 @@ def run_guarded(main: Callable[[], int | None],
 def _fail(exc: BaseException, coordinator: Coordinator | None) -> NoReturn:
     """Report ``exc`` to stderr and to the other ranks, then end the process with exit code 1."""
     rank = coordinator.rank if coordinator is not None else int(os.environ.get("PADDLE_TRAINER_ID", "0"))
-    text = _error_text(exc)
+    interrupted = isinstance(exc, Interrupted)
+    text = f"{exc}\n" if interrupted else _error_text(exc)
     sys.stderr.write(f"[rank {rank}] {text}")
     if coordinator is not None and not isinstance(exc, PeerFailedError):
         coordinator.report_failure(f"[rank {rank}] {text}")
@@ -212,4 +230,4 @@ def _fail(exc: BaseException, coordinator: Coordinator | None) -> NoReturn:
     sys.stderr.flush()
     if isinstance(exc, PeerFailedError):
         time.sleep(PEER_EXIT_GRACE_S)
-    os._exit(1)
+    os._exit(exc.exit_code if interrupted else 1)

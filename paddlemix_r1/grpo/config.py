@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,15 +23,81 @@ _FLOAT16_REASON = (
     "group-sharded runs, built without a GradScaler) has none.")
 
 
-def _coerce_number(name: str, value: Any, annotation: Any, source: str) -> Any:
-    """YAML reads 1e-6 (no dot) as a string; numbers for float fields are converted, with a clear error."""
-    allowed = typing.get_args(annotation) or (annotation,)
-    if float in allowed and isinstance(value, (str, int)) and not isinstance(value, bool):
-        try:
+LR_SCHEDULERS = ("constant", "linear", "cosine")
+"""lr_scheduler_type values (trainer.lr_lambda)."""
+DTYPES = ("float32", "fp32", "bfloat16", "bf16")
+"""Policy / reference dtypes a run accepts (float16: see ``_FLOAT16_REASON``)."""
+TINY_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+# Lower bounds of integer fields (num_generations has its own message, in _check_ranges).
+_INT_AT_LEAST = {"prompts_per_step": 1, "max_prompt_length": 1, "max_completion_length": 1, "num_iterations": 1,
+                 "steps_per_generation": 1, "gradient_accumulation_steps": 1, "logprob_chunk_size": 1,
+                 "warmup_steps": 0, "max_steps": 1, "max_consecutive_nonfinite": 1, "num_train_samples": 1,
+                 "logging_steps": 1, "log_completions_steps": 0, "save_steps": 0, "save_total_limit": 0,
+                 "seed": 0, "top_k": 0, "min_pixels": 1, "max_pixels": 1}
+# Float fields by range; every float field must also be finite. (The lora_* fields: LoraConfig, with use_peft.)
+_FLOAT_POSITIVE = ("temperature", "learning_rate", "adam_epsilon", "sync_timeout")
+_FLOAT_NON_NEGATIVE = ("weight_decay", "max_grad_norm", "beta", "epsilon_low", "epsilon_high")
+_FLOAT_UNIT = ("adam_beta1", "adam_beta2")  # in [0, 1)
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _convert(name: str, value: Any, annotation: Any) -> Any:
+    """``value`` as the field's type: "false" -> False for bools, 3.0 -> 3 for ints, "1e-6" -> 1e-6 for floats
+    (YAML 1.1 reads 1e-6 without a dot as a string); anything else is a ValueError naming the field."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (annotation,) = [a for a in args if a is not type(None)]
+        args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is list:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"field {name!r} expects a list (in YAML: [a, b]), got {_describe(value)}")
+        return [_convert(f"{name}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ValueError(f"field {name!r} expects true or false, got {_describe(value)}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                number = None
+        if isinstance(number, float) and math.isfinite(number) and number.is_integer():
+            return int(number)
+        raise ValueError(f"field {name!r} expects an integer, got {_describe(value)}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        except ValueError as e:
-            raise ValueError(f"{source}: field {name!r} expects a number, got {value!r}") from e
-    return value
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass  # the error below names the field
+        raise ValueError(f"field {name!r} expects a number, got {_describe(value)}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"field {name!r} expects a string, got {_describe(value)}")
+    raise TypeError(f"field {name!r}: no conversion for its type {annotation!r}")
+
+
+def _one_of(name: str, value: Any, allowed: typing.Iterable[Any], why: str = "") -> None:
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not supported: use one of {allowed}{why}")
 
 
 @dataclass
@@ -80,13 +149,19 @@ class GRPOConfig:
     """Override the checkpoint's preprocessor min_pixels."""
     max_pixels: int | None = None
     """Override the checkpoint's preprocessor max_pixels."""
+    skip_bad: bool = False
+    """dataset=files: leave bad rows (malformed fields, unreadable images, undecodable lines) out, counted and
+    reported with their file:line, instead of stopping at the first one."""
+    check_images: str = "open"
+    """dataset=files: how images are checked when rows are read (data/readers.py CHECK_IMAGES): "open" reads
+    each file's header, "decode" decodes it completely (also catches truncated files; slower), "none"."""
 
     # ----- rollout -----
     prompts_per_step: int = 2
     """B: distinct prompts per optimizer step and rank (each gets num_generations completions); a step of
     a job with W ranks covers W * B distinct prompts."""
     num_generations: int = 8
-    """G: completions per prompt."""
+    """G: completions per prompt, at least 2 (the advantage compares a completion with its group)."""
     max_prompt_length: int = 1024
     """Longest prompt in tokens (image tokens included); a longer one is an error, never truncated."""
     max_completion_length: int = 256
@@ -127,7 +202,7 @@ class GRPOConfig:
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0
     lr_scheduler_type: str = "constant"
-    """constant | linear | cosine (after warmup)."""
+    """constant | linear | cosine (after warmup; ``LR_SCHEDULERS``)."""
     warmup_steps: int = 0
     max_steps: int = 10
     max_consecutive_nonfinite: int = 3
@@ -144,7 +219,10 @@ class GRPOConfig:
     save_total_limit: int = 2
     """Keep the last k checkpoints."""
     resume_from_checkpoint: str | None = None
-    """A checkpoint directory, or "latest" (the newest in output_dir)."""
+    """A checkpoint directory, or "latest" (the newest intact checkpoint in output_dir; none: a fresh start)."""
+    save_on_interrupt: bool = False
+    """On SIGTERM / SIGINT: finish the current step and save a checkpoint before stopping (False: stop at the
+    next safe point without saving; the newest checkpoint stands)."""
     visualdl: bool = True
     progress_bar: bool = True
 
@@ -182,39 +260,117 @@ class GRPOConfig:
     """Decoder projections that get an adapter."""
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check the whole config (types, ranges, enums, registry names) and convert values to the field types;
+        ValueError naming the field. Files are checked by ``check_paths`` when a run starts."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _convert(f.name, getattr(self, f.name), hints[f.name]))
         if self.epsilon_high is None:
             self.epsilon_high = self.epsilon_low
         if self.reward_weights is None:
             self.reward_weights = [1.0] * len(self.reward_funcs)
         if len(self.reward_weights) != len(self.reward_funcs):
             raise ValueError(f"reward_weights has {len(self.reward_weights)} entries, reward_funcs {len(self.reward_funcs)}")
+        self._check_ranges()
+        self._check_names()
         if self.prompts_per_step % self.gradient_accumulation_steps:
             raise ValueError(f"prompts_per_step={self.prompts_per_step} must be divisible by "
                              f"gradient_accumulation_steps={self.gradient_accumulation_steps}")
         self._check_data()
-        if self.device not in ("auto", "cpu", "gpu"):
-            raise ValueError(f"device must be auto, cpu or gpu, got {self.device!r}")
-        if self.sharding_stage not in (0, 1, 2, 3):
-            raise ValueError(f"sharding_stage must be 0, 1, 2 or 3, got {self.sharding_stage}")
-        for name in ("dtype", "ref_model_dtype"):
-            if getattr(self, name) in ("float16", "fp16"):
-                raise ValueError(f"{name}={getattr(self, name)!r} is not supported: {_FLOAT16_REASON}")
         if self.sharding_offload and self.sharding_stage != 3:
             raise ValueError(
                 f"sharding_offload=true needs sharding_stage=3 (got sharding_stage={self.sharding_stage}): at "
                 "stages 1/2 Paddle's GroupShardedOptimizerStage2(offload=True) asserts fp16 parameters "
                 "(group_sharded_optimizer_stage2.py), and stage 0 has no sharded state to offload.")
-        if self.sync_timeout <= 0:
-            raise ValueError(f"sync_timeout must be > 0 seconds, got {self.sync_timeout}")
-        for name in ("num_generations", "prompts_per_step", "max_steps", "num_iterations", "steps_per_generation"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.use_peft:
             self.lora_config()  # validates the lora_* fields
             for name in ("ref_model_offload", "ref_model_dtype"):
                 if getattr(self, name):
                     raise ValueError(f"{name} does not apply with use_peft=true: the reference is the policy itself "
                                      "with its adapters switched off")
+
+    def _check_ranges(self) -> None:
+        if self.num_generations < 2:
+            raise ValueError(
+                f"num_generations must be >= 2, got {self.num_generations}: a completion's advantage is its reward "
+                "minus its group's mean, so with one completion per prompt every advantage is 0 and training "
+                "would do nothing (TRL refuses it too)")
+        for name, low in _INT_AT_LEAST.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value}")
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels={self.min_pixels} is larger than max_pixels={self.max_pixels}")
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if float in (typing.get_args(hints[f.name]) or (hints[f.name],)) and value is not None \
+                    and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, got {value}")
+        for i, w in enumerate(self.reward_weights):
+            if not math.isfinite(w):
+                raise ValueError(f"reward_weights[{i}] must be a finite number, got {w}")
+        for name in _FLOAT_POSITIVE:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in _FLOAT_NON_NEGATIVE:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in _FLOAT_UNIT:
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    def _check_names(self) -> None:
+        """Enumerated fields and names that must be in a registry."""
+        from paddlemix_r1.data import SYNTHETIC
+        from paddlemix_r1.data.readers import CHECK_IMAGES
+        from paddlemix_r1.grpo.advantages import SCALE_REWARDS
+        from paddlemix_r1.grpo.loss import LOSS_REDUCTIONS
+        from paddlemix_r1.rewards import list_rewards
+
+        for name in ("dtype", "ref_model_dtype"):
+            value = getattr(self, name)
+            if value in ("float16", "fp16"):
+                raise ValueError(f"{name}={value!r} is not supported: {_FLOAT16_REASON}")
+            if value is not None:
+                _one_of(name, value, DTYPES, " (float32 on CPU or GPU, bfloat16 on GPU; the models' fp32 regions "
+                                             "and Paddle's kernels are written for these)")
+        _one_of("tiny_family", self.tiny_family, TINY_FAMILIES)
+        _one_of("dataset", self.dataset, [*SYNTHETIC, "files"])
+        _one_of("loss_type", self.loss_type, LOSS_REDUCTIONS)
+        _one_of("scale_rewards", self.scale_rewards, SCALE_REWARDS)
+        _one_of("lr_scheduler_type", self.lr_scheduler_type, LR_SCHEDULERS)
+        _one_of("check_images", self.check_images, CHECK_IMAGES)
+        _one_of("device", self.device, ("auto", "cpu", "gpu"))
+        _one_of("sharding_stage", self.sharding_stage, (0, 1, 2, 3))
+        known = list_rewards()
+        unknown = [r for r in self.reward_funcs if r not in known]
+        if unknown:
+            raise ValueError(f"reward_funcs: unknown reward(s) {unknown}; registered rewards: {known} "
+                             "(register_reward adds one; register it before the config is built)")
+        if not self.reward_funcs:
+            raise ValueError("reward_funcs is empty: give at least one registered reward")
+
+    def check_paths(self) -> None:
+        """The files the run reads exist (FileNotFoundError naming the field); called when a run starts, before
+        any model loads."""
+        if self.model_name_or_path != "tiny" and not os.path.isdir(self.model_name_or_path):
+            raise FileNotFoundError(f"model_name_or_path={self.model_name_or_path!r}: no such directory "
+                                    "(a checkpoint directory with config.json, or \"tiny\")")
+        if self.dataset != "files":
+            return
+        files, _ = self.data_files_and_roots()
+        field_name = "data_file_paths" if self.data_file_paths is not None else "data_files"
+        if not files:
+            raise ValueError(f"dataset=files needs data files ({field_name} is empty)")
+        for path in files:
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"{field_name}: {path} does not exist")
 
     def lora_config(self) -> LoraConfig:
         """The ``models.lora.LoraConfig`` of the lora_* fields."""
@@ -277,8 +433,10 @@ class GRPOConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"{source}: unknown config field(s) {unknown}")
-        types = typing.get_type_hints(cls)
-        return cls(**{k: _coerce_number(k, v, types[k], source) for k, v in d.items()})
+        try:
+            return cls(**d)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
 
     @classmethod
     def load(cls, path: str | None = None, overrides: list[str] | None = None) -> GRPOConfig:

@@ -11,6 +11,13 @@ never span ranks. Rewards are gathered, so advantages with ``scale_rewards="batc
 the whole step and the metrics are those of the whole step; dapo's normalizer is the active-token
 count of all ranks; gradients are averaged over ranks before clipping. Every rank then applies the
 same update to the same weights. Only rank 0 writes checkpoints, VisualDL logs and completions.
+
+A run owns its output_dir: rank 0 locks it before anything else (a second run into it is refused, naming
+the holder) and removes the temporary directories an interrupted run left there. SIGTERM / SIGINT set a
+flag (distributed/signals.py): the run stops at the next safe point -- before the next step or the next
+rollout of the current one -- and raises ``signals.Interrupted`` (``run_guarded`` exits 128 + signum with
+its message); with ``save_on_interrupt`` it finishes the step and saves first. A temporary checkpoint
+directory is removed on the way out whatever interrupts a save.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import contextlib
 import json
 import math
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,11 +38,11 @@ import paddle
 
 from paddlemix_r1 import distributed as dist
 from paddlemix_r1 import tasks
-from paddlemix_r1.distributed import sharding
+from paddlemix_r1.distributed import sharding, signals
 from paddlemix_r1.generation import generate
 from paddlemix_r1.grpo import checkpoint as ckpt
 from paddlemix_r1.grpo.advantages import compute_advantages
-from paddlemix_r1.grpo.config import GRPOConfig
+from paddlemix_r1.grpo.config import LR_SCHEDULERS, GRPOConfig
 from paddlemix_r1.grpo.logprobs import RolloutInputs, completion_logprobs
 from paddlemix_r1.grpo.loss import grpo_loss
 from paddlemix_r1.grpo.sampler import PromptSampler
@@ -41,6 +50,7 @@ from paddlemix_r1.models import build_tiny_checkpoint, from_pretrained, lora
 from paddlemix_r1.processing import Processor
 from paddlemix_r1.rewards import WeightedReward
 
+COMPLETIONS_FILE = "completions.jsonl"
 ACCURACY_REWARD = "accuracy"
 """The reward dispatching on each row's ``accu_reward_method``; its mean is also logged per method."""
 
@@ -76,19 +86,24 @@ def lr_lambda(kind: str, warmup: int, total: int):
             return max(0.0, 1.0 - progress)
         if kind == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        raise ValueError(f"lr_scheduler_type must be constant, linear or cosine, got {kind!r}")
+        raise ValueError(f"lr_scheduler_type must be one of {list(LR_SCHEDULERS)}, got {kind!r}")
 
     return f
 
 
 def load_dataset(cfg: GRPOConfig) -> list[dict]:
-    """The rows ``cfg`` trains on (``data.load_training_rows`` with the config's data fields)."""
+    """The rows ``cfg`` trains on: its data files through the readers (with ``skip_bad`` and ``check_images``),
+    or ``data.load_training_rows``'s synthetic set."""
     from paddlemix_r1.data import load_training_rows
 
-    files, roots = cfg.data_files_and_roots() if cfg.dataset == "files" else ([], [])
-    methods = cfg.reward_method.split(":") if cfg.reward_method is not None else None
-    return load_training_rows(cfg.dataset, files=files, image_roots=roots, task=cfg.task, reward_methods=methods,
-                              num_samples=cfg.num_train_samples, seed=cfg.seed)
+    if cfg.dataset == "files":
+        from paddlemix_r1.data import readers
+
+        files, roots = cfg.data_files_and_roots()
+        methods = cfg.reward_method.split(":") if cfg.reward_method is not None else None
+        return readers.read_training_files(files, roots, task=cfg.task, skip_bad=cfg.skip_bad,
+                                           reward_methods=methods, check_images=cfg.check_images)
+    return load_training_rows(cfg.dataset, task=cfg.task, num_samples=cfg.num_train_samples, seed=cfg.seed)
 
 
 class GRPOTrainer:
@@ -97,16 +112,34 @@ class GRPOTrainer:
         Reward functions are looked up by name in the reward registry (``register_reward`` adds one).
         Under ``paddle.distributed.launch`` this also joins the job's process group."""
         self.cfg = cfg
-        self.dist = dist.init_distributed(cfg.device, cfg.sync_timeout)
-        with self.dist.coordinator.failures_reported():
-            self._setup(cfg, dataset)
+        self._lock: str | None = None
+        self._saved_step: int | None = None  # the step whose checkpoint this run wrote or resumed from
+        with signals.graceful_stop():
+            self.dist = dist.init_distributed(cfg.device, cfg.sync_timeout)
+            try:
+                with self.dist.coordinator.failures_reported():
+                    self._setup(cfg, dataset)
+                    signals.check(lambda s: f"stopped by {signals.signal_name(s)} while the run was starting; "
+                                            "nothing was trained")
+            except BaseException:
+                self._release_lock()
+                raise
 
     def _setup(self, cfg: GRPOConfig, dataset: list[dict] | None) -> None:
         env = self.dist
+        cfg.validate()  # again: fields may have been set after the config was built
+        cfg.check_paths()
         self._check_device_features()
         os.makedirs(cfg.output_dir, exist_ok=True)
+        if env.is_main:
+            self._hold_lock()
+            for path in ckpt.clean_stale_temp(cfg.output_dir):
+                sys.stderr.write(f"removed {path}, left by an interrupted run\n")
+        dist.barrier("output_dir locked")
         paddle.seed(cfg.seed)
-        resume = ckpt.resolve(cfg.resume_from_checkpoint, cfg.output_dir)
+        # Rank 0 verifies (hashes) the checkpoint once and tells the others which one it is.
+        resume = ckpt.resolve(cfg.resume_from_checkpoint, cfg.output_dir) if env.is_main else None
+        resume = dist.all_gather_object(resume, tag="checkpoint to resume from")[0]
         self.model_path = self._resolve_model_path()
         self.processor = Processor.from_pretrained(self.model_path, min_pixels=cfg.min_pixels,
                                                    max_pixels=cfg.max_pixels)
@@ -129,6 +162,7 @@ class GRPOTrainer:
         # With LoRA the reference is the policy with its adapters off (_reference_on_device): no second model.
         self.ref_model = self._load_reference() if cfg.beta != 0.0 and not cfg.use_peft else None
         self.params = [p for p in self.model.parameters() if not p.stop_gradient]
+        self._param_names = {id(p): n for n, p in self.model.named_parameters()}
         self.scheduler = paddle.optimizer.lr.LambdaDecay(
             cfg.learning_rate, lr_lambda(cfg.lr_scheduler_type, cfg.warmup_steps, cfg.max_steps))
         # Sharded optimizers clip by the global norm over shards themselves; unsharded runs clip
@@ -161,6 +195,18 @@ class GRPOTrainer:
             self._writer = LogWriter(logdir=os.path.join(cfg.output_dir, "vdl"))
         if resume:
             self._restore(resume)
+            self._saved_step = self.step
+        if env.is_main:
+            _truncate_completions(os.path.join(cfg.output_dir, COMPLETIONS_FILE), self.step)
+
+    def _hold_lock(self) -> None:
+        if self._lock is None and self.dist.is_main:
+            self._lock = ckpt.lock_output_dir(self.cfg.output_dir)
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            ckpt.unlock_output_dir(self._lock)
+            self._lock = None
 
     def _check_device_features(self) -> None:
         """GPU-only settings fail here, before any model is loaded."""
@@ -270,10 +316,13 @@ class GRPOTrainer:
         t0 = time.perf_counter()
         all_rewards, per_fn_all, lengths, truncated, methods_all = [], {}, [], [], []
         for s in range(cfg.steps_per_generation):
+            self._abandon_if_requested()
             idx = self.sampler.next(cfg.prompts_per_step)
             rows = [self.dataset[i] for i in idx]
             micro, rewards, per_fn_step, lens_step = [], [], {}, []
             for m in range(cfg.gradient_accumulation_steps):
+                if m:
+                    self._abandon_if_requested()
                 mb, total, per_fn = self.rollout(rows[m * per_micro:(m + 1) * per_micro],
                                                  self.rollout_seed(self.step + s, m))
                 micro.append(mb)
@@ -397,6 +446,7 @@ class GRPOTrainer:
                         p.grad.set_value(p.grad * coef)
             self.optimizer.step()
             self.nonfinite_run = 0
+            self._check_parameters_finite()
         else:
             self.nonfinite_total += 1
             self.nonfinite_run += 1
@@ -414,6 +464,28 @@ class GRPOTrainer:
                      "nonfinite_total": float(self.nonfinite_total)})
         return sums
 
+    def _check_parameters_finite(self) -> None:
+        """After an update: a non-finite parameter (finite loss and gradients, but e.g. an update that
+        overflowed) makes the step a non-finite one. The weights cannot be restored in place, so the run stops
+        here, before anything saves them; the newest finite checkpoint is named for the resume."""
+        # Stage 3 keeps a partitioned parameter's values only inside its owner's forward and backward (the
+        # slice lives with the optimizer): those are checked when a checkpoint gathers them (the manifest's
+        # ``finite``) and show up as a non-finite loss in the next step; every materialised one is checked here.
+        held = [i for i, p in enumerate(self.params) if p._is_initialized()]
+        sums = [paddle.sum(self.params[i], dtype="float32") for i in held]  # NaN / inf iff some element is
+        bad = [] if not sums else [held[j] for j in np.flatnonzero(~np.isfinite(paddle.stack(sums).numpy()))]
+        if dist.all_true(not bad, tag=f"parameters finite, step {self.step}"):
+            return
+        self.nonfinite_total += 1
+        self.nonfinite_run += 1
+        finite = [p for p in reversed(ckpt.list_checkpoints(self.cfg.output_dir)) if ckpt.checkpoint_is_finite(p)]
+        first = self._param_names.get(id(self.params[bad[0]]), "?") if bad else "on another rank"
+        raise NonFiniteError(
+            f"step {self.step + 1} left parameters that are not finite (first: {first}) although its loss and "
+            f"gradients were finite (learning rate {self.optimizer.get_lr():g}); these weights are unusable, so "
+            f"the run stops without saving them. Newest finite checkpoint: {finite[0] if finite else 'none'}; "
+            "resume from it with a lower learning_rate.")
+
     def _grad_norm(self) -> float:
         """Global L2 norm of the gradients, accumulated one parameter at a time in fp32."""
         total = None
@@ -425,9 +497,48 @@ class GRPOTrainer:
 
     # ----- loop -----
     def train(self, num_steps: int | None = None) -> list[dict[str, float]]:
-        """Run until ``max_steps`` (or ``num_steps`` more steps, e.g. to stop part-way); return the history."""
-        with self.dist.coordinator.failures_reported():
-            return self._train(num_steps)
+        """Run until ``max_steps`` (or ``num_steps`` more steps, e.g. to stop part-way); return the history.
+
+        SIGTERM / SIGINT end it early with ``signals.Interrupted`` (see the module docstring)."""
+        with signals.graceful_stop(), self.dist.coordinator.failures_reported():
+            self._hold_lock()
+            try:
+                return self._train(num_steps)
+            finally:
+                self._release_lock()
+
+    def _stop_if_requested(self) -> None:
+        """At a step boundary: stop if any rank got SIGTERM / SIGINT (the ranks agree, so they stop together
+        and, with save_on_interrupt, save together)."""
+        signum = signals.stop_requested()
+        if self.dist.is_distributed:
+            if dist.all_true(signum is None, tag=f"stop requested, step {self.step}"):
+                return
+            signum = signum or signal.SIGTERM
+        elif signum is None:
+            return
+        cfg = self.cfg
+        note = ""
+        if cfg.save_on_interrupt and self.step != self._saved_step:
+            if self.step % (cfg.steps_per_generation * cfg.num_iterations) == 0:
+                self.save()
+            else:
+                note = (f" (not saved: step {self.step} is inside a generation round, and a checkpoint must be at a "
+                        "multiple of steps_per_generation * num_iterations)")
+        raise signals.Interrupted(signum, f"stopped by {signals.signal_name(signum)} after step {self.step} of "
+                                          f"{cfg.max_steps}{note}; {self._resume_hint()}")
+
+    def _abandon_if_requested(self) -> None:
+        """Inside a step (before a rollout): a run that will not save on the way out stops at once."""
+        signum = signals.stop_requested()
+        if signum is not None and not self.cfg.save_on_interrupt:
+            raise signals.Interrupted(signum, f"stopped by {signals.signal_name(signum)} during step {self.step + 1} "
+                                              f"of {self.cfg.max_steps} (abandoned); {self._resume_hint()}")
+
+    def _resume_hint(self) -> str:
+        ckpts = ckpt.list_checkpoints(self.cfg.output_dir)
+        where = f"the newest checkpoint is {ckpts[-1]}" if ckpts else "no checkpoint was written yet"
+        return f"{where} (resume with resume_from_checkpoint=latest)"
 
     def _train(self, num_steps: int | None) -> list[dict[str, float]]:
         cfg = self.cfg
@@ -440,6 +551,7 @@ class GRPOTrainer:
         period = cfg.steps_per_generation * cfg.num_iterations
         gen_metrics: dict[str, float] = {}
         while self.step < stop:
+            self._stop_if_requested()
             if self.step % period == 0 or not self._buffer:
                 self._buffer, gen_metrics = self.generate_round()
             micro = self._buffer[self.step % cfg.steps_per_generation]
@@ -458,7 +570,7 @@ class GRPOTrainer:
         skipped = getattr(self.dataset, "skipped", [])
         if skipped and self.dist.is_main:
             print(f"skipped {len(skipped)} bad training rows (first: {skipped[0]})")
-        if not cfg.save_steps or self.step % cfg.save_steps:
+        if self.step != self._saved_step:  # a resumed finished run keeps its final checkpoint as it is
             self.save()
         if self._writer is not None:
             self._writer.close()
@@ -482,7 +594,7 @@ class GRPOTrainer:
                                     "advantage": adv[i]})
             per_rank = dist.all_gather_object(records, tag=f"completions, step {self.step}")
             if self.dist.is_main:
-                with open(os.path.join(cfg.output_dir, "completions.jsonl"), "a", encoding="utf-8") as f:
+                with open(os.path.join(cfg.output_dir, COMPLETIONS_FILE), "a", encoding="utf-8") as f:
                     f.writelines(json.dumps(rec, default=str) + "\n" for recs in per_rank for rec in recs)
 
     # ----- checkpoints -----
@@ -510,6 +622,7 @@ class GRPOTrainer:
                                         self.trainer_state(), self.processor, cfg.save_total_limit,
                                         optimizer_shards=shard_dir, base_model_name_or_path=self.model_path)
         dist.barrier(f"checkpoint saved, step {self.step}")
+        self._saved_step = self.step
         return path
 
     def _restore(self, path: str) -> None:
@@ -532,6 +645,35 @@ class GRPOTrainer:
         if self.step % period:
             raise ValueError(f"{path}: step {self.step} is inside a generation round (every {period} steps); "
                              "resume from a checkpoint saved at a multiple of steps_per_generation * num_iterations")
+
+
+def _truncate_completions(path: str, step: int) -> None:
+    """Drop the records of steps after ``step`` from the completions log (a resumed run logs them again), and a
+    last line cut short by a kill. Rewritten atomically, only if something changes."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    keep = []
+    for i, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            if i == len(lines):  # no newline after it: a write the kill interrupted
+                continue
+            raise ValueError(f"{path}:{i}: not a completions record ({e}); move the file away to start it anew") from e
+        if int(record.get("step", 0)) <= step:
+            keep.append(raw)
+    dropped = sum(1 for raw in lines if raw.strip()) - len(keep)
+    if not dropped:
+        return
+    sys.stderr.write(f"{path}: dropped {dropped} record(s) of steps after {step} (this run logs those steps anew)\n")
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(b"".join(raw + b"\n" for raw in keep))
+    os.replace(tmp, path)
 
 
 def _means_by_method(accuracy: np.ndarray, methods: np.ndarray) -> dict[str, float]:

@@ -19,7 +19,7 @@ import tempfile
 
 import paddle
 import paddle.nn as nn
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.paddle import save_file
 
 from paddlemix_r1._runtime import stride_kernels
@@ -44,10 +44,17 @@ def _linear_weight_names(model: nn.Layer) -> set[str]:
 
 
 def _weight_files(path: str) -> list[str]:
+    """The safetensors files of the checkpoint at ``path``; errors name the index or the missing shard."""
     index = os.path.join(path, "model.safetensors.index.json")
     if os.path.exists(index):
-        with open(index, encoding="utf-8") as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
+        try:
+            with open(index, encoding="utf-8") as f:
+                files = sorted(set(json.load(f)["weight_map"].values()))
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{index}: not a safetensors index with a 'weight_map' ({type(e).__name__}: {e})") from e
+        missing = [name for name in files if not os.path.isfile(os.path.join(path, name))]
+        if missing:
+            raise FileNotFoundError(f"{index} lists {len(missing)} missing shard(s): {', '.join(missing[:5])}")
         return [os.path.join(path, name) for name in files]
     single = os.path.join(path, "model.safetensors")
     if os.path.exists(single):
@@ -56,30 +63,34 @@ def _weight_files(path: str) -> list[str]:
 
 
 def load_state(model: nn.Layer, path: str) -> None:
-    """Copy every tensor of the checkpoint at ``path`` into ``model``; strict about names and shapes."""
+    """Copy every tensor of the checkpoint at ``path`` into ``model``; strict about names and shapes.
+    A truncated or corrupt safetensors file is a ValueError naming it."""
     params = dict(model.named_parameters())
     linear = _linear_weight_names(model)
     seen: set[str] = set()
     tied = getattr(model.config, "tie_word_embeddings", False)
     for file in _weight_files(path):
-        with stride_kernels(), safe_open(file, framework="paddle") as f:
-            for key in f.keys():
-                ours = to_our_key(key)
-                if tied and ours == "lm_head.weight":
-                    continue  # tied checkpoints may still carry a copy; the embedding is the source
-                if ours not in params:
-                    raise KeyError(f"{file}: unexpected key {key!r} (no parameter {ours!r} in the model)")
-                t = f.get_tensor(key)
-                if ours in linear:
-                    t = t.T
-                p = params[ours]
-                if list(t.shape) != list(p.shape):
-                    raise ValueError(
-                        f"{file}: key {key!r} has shape {list(t.shape)} (after layout conversion), "
-                        f"model parameter {ours!r} expects {list(p.shape)}"
-                    )
-                p.set_value(t.astype(p.dtype))
-                seen.add(ours)
+        try:
+            with stride_kernels(), safe_open(file, framework="paddle") as f:
+                for key in f.keys():
+                    ours = to_our_key(key)
+                    if tied and ours == "lm_head.weight":
+                        continue  # tied checkpoints may still carry a copy; the embedding is the source
+                    if ours not in params:
+                        raise KeyError(f"{file}: unexpected key {key!r} (no parameter {ours!r} in the model)")
+                    t = f.get_tensor(key)
+                    if ours in linear:
+                        t = t.T
+                    p = params[ours]
+                    if list(t.shape) != list(p.shape):
+                        raise ValueError(
+                            f"{file}: key {key!r} has shape {list(t.shape)} (after layout conversion), "
+                            f"model parameter {ours!r} expects {list(p.shape)}"
+                        )
+                    p.set_value(t.astype(p.dtype))
+                    seen.add(ours)
+        except SafetensorError as e:  # the library's message names no file ("invalid header length", ...)
+            raise ValueError(f"{file}: truncated or corrupt safetensors file ({e})") from e
     expected = set(params) - ({"lm_head.weight"} if tied else set())
     missing = sorted(expected - seen)
     if missing:
@@ -88,7 +99,8 @@ def load_state(model: nn.Layer, path: str) -> None:
 
 
 def from_pretrained(path: str, dtype: str = "float32") -> nn.Layer:
-    """Load a Qwen2-VL or Qwen2.5-VL checkpoint directory (config.json + safetensors)."""
+    """Load a checkpoint directory (config.json + safetensors): Qwen2-VL, Qwen2.5-VL, or a text-only Qwen2 /
+    Qwen2.5 causal LM (``Qwen2ForCausalLM``), by config.json's ``model_type`` (else its ``architectures``)."""
     from paddlemix_r1.models import MODEL_CLASSES
 
     if dtype not in _DTYPES:

@@ -52,4 +52,9 @@ def build_tiny_checkpoint(out_dir: str, family: str = "qwen2_5_vl", seed: int = 
     model = MODEL_CLASSES[family](config)
     model.init_weights(std=0.02, seed=seed)
     model.save_pretrained(out_dir)
+    # save_pretrained renames a tempfile.mkdtemp directory into place, which is 0700 whatever the umask.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for dirpath, _, _ in os.walk(out_dir):
+        os.chmod(dirpath, 0o777 & ~mask)
     return out_dir

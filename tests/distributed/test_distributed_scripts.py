@@ -4,8 +4,10 @@ variant through scripts/train.py (rank 0 alone writes; completions of both ranks
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
+import sys
 
 import pytest
 from launching import REPO, worker_env
@@ -15,7 +17,9 @@ RECIPES = {"rec": "configs/rec_qwen2_5_vl_3b.yaml", "counting": "configs/countin
 
 
 def _script(name: str, env: dict[str, str], *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(REPO / "scripts" / f"run_grpo_{name}.sh"), *args], env={**worker_env(), **env},
+    """Run scripts/run_grpo_<name>.sh with this interpreter (PYTHON), whatever is first on PATH."""
+    return subprocess.run(["bash", str(REPO / "scripts" / f"run_grpo_{name}.sh"), *args],
+                          env={**worker_env(), "PYTHON": sys.executable, **env},
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -49,3 +53,25 @@ def test_distributed_script_cpu_run(name, tmp_path):
     assert (out / "vdl").is_dir()
     records = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
     assert {r["rank"] for r in records} == {0, 1} and len(records) == 2 * 2 * 4  # 2 ranks x 2 prompts x G=4
+
+
+@pytest.mark.parametrize("script", ["run_grpo_rec.sh", "run_curriculum.sh", "download_data.sh"])
+def test_distributed_scripts_default_to_python3_of_the_active_environment(script, tmp_path):
+    """Without PYTHON the scripts run the first python3 on PATH (an activated environment's), not whatever
+    ``python`` means there (a bare ``python`` may be another interpreter, or none at all)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "python3"
+    fake.write_text('#!/bin/sh\necho "fake python3 $*"\n')
+    fake.chmod(0o755)
+    env = {k: v for k, v in worker_env().items() if k != "PYTHON"}
+    env.update({"PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin", "DRY_RUN": "1"})
+    args = ["rec"] if script == "download_data.sh" else []
+    done = subprocess.run(["bash", str(REPO / "scripts" / script), *args], env=env, capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.strip()
+    if script == "download_data.sh":
+        assert out.startswith("fake python3 -m paddlemix_r1.data.download rec"), out
+    else:
+        assert shlex.split(out)[0] == str(fake), out

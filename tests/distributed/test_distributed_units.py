@@ -98,6 +98,33 @@ def test_distributed_sync_point_times_out_naming_the_missing_rank():
         c0.sync("grads")
 
 
+class PausingStore(MemoryStore):
+    """A rank's view of the store that freezes (as under SIGSTOP) at its first poll after announcing itself."""
+
+    def __init__(self, shared: MemoryStore):
+        self.data, self.lock = shared.data, shared.lock
+        self.announced = False
+
+    def add(self, key: str, n: int) -> int:
+        if n == 0 and self.announced:
+            time.sleep(3600)
+        if n == 1 and key.count("/") == 2:  # the arrival counter itself, paddlemix_r1/sync/<n>
+            self.announced = True
+        return super().add(key, n)
+
+
+def test_distributed_rank_paused_while_waiting_is_a_sync_timeout_naming_it():
+    """A rank that arrived at a sync point and then stopped (SIGSTOP) has not confirmed that it will go on
+    into the collective: its peers raise SyncTimeoutError naming it instead of entering the collective
+    and waiting there for the backend's bare timeout."""
+    shared = MemoryStore()
+    c0, c1 = Coordinator(shared, 0, 2, 0.5), Coordinator(PausingStore(shared), 1, 2, 0.5)
+    threading.Thread(target=lambda: c1.sync("grads"), daemon=True).start()
+    time.sleep(0.1)
+    with pytest.raises(SyncTimeoutError, match=r"rank\(s\) \[1\] did not .*sync point #1 \('grads'\)"):
+        c0.sync("grads")
+
+
 def test_distributed_lost_store_is_a_peer_failure():
     c0, _ = _pair(store=BrokenStore())
     with pytest.raises(PeerFailedError, match="lost the connection to the job's store"):
