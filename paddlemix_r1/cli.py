@@ -5,7 +5,8 @@
     paddlemix-r1 train --config configs/tiny_cpu.yaml [key=value ...]  # GRPO training
     paddlemix-r1 curriculum --config configs/curr_reft_qwen2_5_vl_3b.yaml [key=value ...]  # staged GRPO
     paddlemix-r1 reject-sample --config configs/curr_reft_reject_sft_3b.yaml [--flag value ...]  # RS-SFT data
-    paddlemix-r1 demo [--output_dir D] [--smoke] [--recipe curriculum]  # the whole pipeline on CPU, minutes
+    paddlemix-r1 demo [--output_dir D] [--smoke] [--recipe curriculum|racro]  # the whole pipeline on CPU, minutes
+    paddlemix-r1 racro-eval --data F --output_dir D --vlm_path V --reasoner_path R  # RACRO's 3-step inference
     paddlemix-r1 doctor [--report doctor_report.json] [--contracts]    # check this machine (run it first)
     paddlemix-r1 serve --model_path D [--port 8000] [--max_batch_size 8]  # OpenAI-compatible chat endpoint
 """
@@ -124,6 +125,12 @@ def cmd_reject_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.recipe == "racro":
+        from paddlemix_r1.racro_demo import RacroDemoSettings, run_racro_demo
+
+        settings = RacroDemoSettings.smoke() if args.smoke else RacroDemoSettings()
+        run_racro_demo(args.output_dir or os.path.join("outputs", "demo_racro"), settings)
+        return 0
     if args.recipe == "curriculum":
         from paddlemix_r1.curriculum_demo import CurriculumDemoSettings, run_curriculum_demo
 
@@ -133,6 +140,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from paddlemix_r1.demo import DemoSettings, run_demo
 
     run_demo(args.output_dir or os.path.join("outputs", "demo"), DemoSettings.smoke() if args.smoke else DemoSettings())
+    return 0
+
+
+def cmd_racro_eval(args: argparse.Namespace) -> int:
+    """RACRO's inference pipeline: tentative answer, caption, reasoner (paddlemix_r1/racro.py)."""
+    from paddlemix_r1.racro import RacroEvalSettings, run_racro_eval
+    from paddlemix_r1.rewards.reasoner import ReasonerConfig
+
+    reasoner = None
+    if "reason" in args.steps:
+        reasoner = ReasonerConfig(model_path=args.reasoner_path, url=args.reasoner_url,
+                                  model_name=args.reasoner_model, temperature=args.reasoner_temperature,
+                                  top_p=args.reasoner_top_p, max_tokens=args.reasoner_max_tokens,
+                                  batch_size=args.batch_size, dtype=args.dtype, seed=args.seed)
+    summary = run_racro_eval(RacroEvalSettings(
+        data=args.data, output_dir=args.output_dir, image_root=args.image_root, steps=args.steps,
+        vlm_path=args.vlm_path, reasoner=reasoner, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+        limit=args.limit, dtype=args.dtype))
+    if "accuracy" in summary:
+        print(f"accuracy {summary['accuracy']:.4f} ({summary['correct']}/{summary['n']}); {summary['note']}")
     return 0
 
 
@@ -226,9 +253,31 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--output_dir", default=None,
                    help="default outputs/demo (counting) or outputs/demo_curriculum (curriculum)")
     d.add_argument("--smoke", action="store_true", help="a short run (CI)")
-    d.add_argument("--recipe", choices=("counting", "curriculum"), default="counting",
-                   help="counting: SFT warm-up then GRPO; curriculum: Curr-ReFT's judge -> choice -> open stages")
+    d.add_argument("--recipe", choices=("counting", "curriculum", "racro"), default="counting",
+                   help="counting: SFT warm-up then GRPO; curriculum: Curr-ReFT's judge -> choice -> open stages; "
+                        "racro: a captioner trained by a frozen text reasoner's answers (default outputs/demo_racro)")
     d.set_defaults(fn=cmd_demo)
+
+    rc = sub.add_parser("racro-eval", help="RACRO inference: the VLM's tentative answer (qa.jsonl) and query-conditioned "
+                                           "caption (caption.jsonl), a text reasoner's boxed answer (reason.jsonl); "
+                                           "each step re-runnable alone (--steps reason with another reasoner)")
+    rc.add_argument("--data", required=True, help="ViRL39K parquet, or JSONL of {id, images, question, answer}")
+    rc.add_argument("--output_dir", required=True)
+    rc.add_argument("--image_root", help="folder image paths are relative to (default: the data file's)")
+    rc.add_argument("--steps", nargs="+", choices=("qa", "caption", "reason"), default=["qa", "caption", "reason"])
+    rc.add_argument("--vlm_path", help="captioner checkpoint (steps qa, caption)")
+    rc.add_argument("--reasoner_path", help="text-only reasoner checkpoint, run in-process (step reason)")
+    rc.add_argument("--reasoner_url", help="or an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    rc.add_argument("--reasoner_model", help="model name sent to the server")
+    rc.add_argument("--reasoner_temperature", type=float, default=0.6, help="RACRO: 0.6")
+    rc.add_argument("--reasoner_top_p", type=float, default=0.95, help="RACRO: 0.95")
+    rc.add_argument("--reasoner_max_tokens", type=int, default=8192, help="RACRO: 8192")
+    rc.add_argument("--max_new_tokens", type=int, default=8192, help="VLM budget per answer / caption (RACRO: 8192)")
+    rc.add_argument("--batch_size", type=int, default=8)
+    rc.add_argument("--limit", type=int, help="first N rows only")
+    rc.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    rc.add_argument("--seed", type=int, default=0)
+    rc.set_defaults(fn=cmd_racro_eval)
 
     dr = sub.add_parser("doctor", help="check this machine: build, CPU, kernels; on GPU kernel parity, a GRPO step, "
                                        "memory (writes doctor_report.json)")

@@ -1,6 +1,7 @@
 """Rollout engine: the vision tower and prompt prefill run once per prompt; the G completions of each
 prompt are then decoded in one batch over a cache that holds the prompt's keys/values once
-(``GroupedKVCache``) and each completion's own tokens per row.
+(``GroupedKVCache``) and each completion's own tokens per row. Text-only models (``Qwen2ForCausalLM``)
+and text-only batches (no pixel_values) take the same path.
 
 Steps are small and pure in the gpt-fast manner: ``prefill`` -> ``decode_one_token`` in a loop that
 stops when every row has emitted ``eos_token_id`` (or when the caller's ``stop_condition`` says so:
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import paddle
 
 from paddlemix_r1.generation.sampling import sample
-from paddlemix_r1.models.decoder import GroupedKVCache, KVCache, VLModelBase, pack_projections
+from paddlemix_r1.models.decoder import CausalLMBase, GroupedKVCache, KVCache, pack_projections
 
 
 @dataclass
@@ -48,7 +49,7 @@ def _seeded(seed: int | None):
         paddle.set_rng_state(state)
 
 
-def prefill(model: VLModelBase, batch: dict, max_new_tokens: int):
+def prefill(model: CausalLMBase, batch: dict, max_new_tokens: int):
     """Vision tower + prompt once per prompt. Returns last logits (B, V), cache, positions, deltas.
 
     The cache has room for ``max_new_tokens`` more positions per row (0: exactly the prompt, as
@@ -70,7 +71,7 @@ def prefill(model: VLModelBase, batch: dict, max_new_tokens: int):
     return out.logits[:, -1], cache, out.position_ids, out.rope_deltas
 
 
-def decode_one_token(model: VLModelBase, token: paddle.Tensor, attention_mask, position: paddle.Tensor | None,
+def decode_one_token(model: CausalLMBase, token: paddle.Tensor, attention_mask, position: paddle.Tensor | None,
                      cache: KVCache | GroupedKVCache, rope_tables: tuple | None = None):
     """One decode step for all rows: token (N,), position (N,) -> logits (N, V).
 
@@ -89,7 +90,7 @@ def decode_one_token(model: VLModelBase, token: paddle.Tensor, attention_mask, p
 
 @paddle.no_grad()
 def generate(
-    model: VLModelBase,
+    model: CausalLMBase,
     batch: dict,
     max_new_tokens: int = 256,
     do_sample: bool = True,
@@ -98,7 +99,7 @@ def generate(
     top_k: int | None = None,
     num_return_sequences: int = 1,
     eos_token_id: int | list[int] | None = None,
-    pad_token_id: int = 0,
+    pad_token_id: int | None = 0,
     seed: int | None = None,
     stop_condition: Callable[[paddle.Tensor], bool] | None = None,
     pack_weights: bool = True,
@@ -117,6 +118,10 @@ def generate(
     (sharding stage 3).
     """
     g = num_return_sequences
+    if pad_token_id is None:
+        # a tokenizer that names no pad token gives None; fail here, not in the padding of the completions
+        raise ValueError("pad_token_id is None: pass the id that pads finished rows (the tokenizer names no pad "
+                         "token; its eos id is the usual choice)")
     if max_new_tokens < 1 or g < 1:
         raise ValueError(f"max_new_tokens and num_return_sequences must be >= 1, got {max_new_tokens} and {g}")
     eos = [] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))

@@ -14,6 +14,7 @@ import yaml
 
 if typing.TYPE_CHECKING:
     from paddlemix_r1.models.lora import LoraConfig
+    from paddlemix_r1.rewards.reasoner import ReasonerConfig
 
 # Why dtype float16 is refused (policy and reference).
 _FLOAT16_REASON = (
@@ -243,6 +244,32 @@ class GRPOConfig:
     ref_model_offload: bool = False
     """GPU only: keep the reference model in host memory, moving it to the GPU for its pass only."""
 
+    # ----- the frozen reasoner of the ``reasoner`` reward (rewards/reasoner.py; RACRO) -----
+    reasoner_model_path: str | None = None
+    """Text-only checkpoint (Qwen2ForCausalLM layout, e.g. R1-Distill-Qwen) run in this process, frozen."""
+    reasoner_url: str | None = None
+    """Or an OpenAI-compatible server (base URL, e.g. http://127.0.0.1:8000/v1); exactly one of the two."""
+    reasoner_model_name: str | None = None
+    """Model name sent to the server (default: the last part of reasoner_model_path, else "reasoner")."""
+    reasoner_num_samples: int = 1
+    """Answers per caption; the reward is their mean correctness."""
+    reasoner_temperature: float = 1.0
+    """0 means greedy."""
+    reasoner_top_p: float = 1.0
+    reasoner_max_tokens: int = 8192
+    """Token budget per answer."""
+    reasoner_batch_size: int = 64
+    """Captions per in-process generate call."""
+    reasoner_device: str = "auto"
+    """In-process reasoner's device: "auto" is the policy's; or e.g. "gpu:1"."""
+    reasoner_dtype: str = "float32"
+    reasoner_timeout_s: float = 600.0
+    """Per request (server)."""
+    reasoner_max_workers: int = 8
+    """Concurrent requests (server)."""
+    reasoner_seed: int = 0
+    """In-process sampling seed."""
+
     # ----- LoRA -----
     use_peft: bool = False
     """Train LoRA adapters (models/lora.py) on the decoder's projections instead of the full model (the vision
@@ -355,6 +382,11 @@ class GRPOConfig:
                              "(register_reward adds one; register it before the config is built)")
         if not self.reward_funcs:
             raise ValueError("reward_funcs is empty: give at least one registered reward")
+        if "reasoner" in self.reward_funcs:
+            if (self.reasoner_model_path is None) == (self.reasoner_url is None):
+                raise ValueError("reward_funcs has 'reasoner': set exactly one of reasoner_model_path (a text-only "
+                                 "checkpoint run in-process) and reasoner_url (an OpenAI-compatible server)")
+            self.reasoner_config()  # validates the reasoner_* fields
 
     def check_paths(self) -> None:
         """The files the run reads exist (FileNotFoundError naming the field); called when a run starts, before
@@ -362,6 +394,9 @@ class GRPOConfig:
         if self.model_name_or_path != "tiny" and not os.path.isdir(self.model_name_or_path):
             raise FileNotFoundError(f"model_name_or_path={self.model_name_or_path!r}: no such directory "
                                     "(a checkpoint directory with config.json, or \"tiny\")")
+        if "reasoner" in self.reward_funcs and self.reasoner_model_path is not None and not os.path.isdir(
+                self.reasoner_model_path):
+            raise FileNotFoundError(f"reasoner_model_path={self.reasoner_model_path!r}: no such directory")
         if self.dataset != "files":
             return
         files, _ = self.data_files_and_roots()
@@ -371,6 +406,12 @@ class GRPOConfig:
         for path in files:
             if not os.path.exists(path):
                 raise FileNotFoundError(f"{field_name}: {path} does not exist")
+
+    def reasoner_config(self) -> ReasonerConfig:
+        """The ``rewards.reasoner.ReasonerConfig`` of the reasoner_* fields."""
+        from paddlemix_r1.rewards.reasoner import ReasonerConfig
+
+        return ReasonerConfig.from_fields(self)
 
     def lora_config(self) -> LoraConfig:
         """The ``models.lora.LoraConfig`` of the lora_* fields."""

@@ -100,6 +100,16 @@ def load_dataset(cfg: GRPOConfig) -> list[dict]:
         from paddlemix_r1.data import readers
 
         files, roots = cfg.data_files_and_roots()
+        if cfg.task == "captioner" and all(f.endswith(".parquet") for f in files):
+            from paddlemix_r1.data.virl39k import read_virl39k
+
+            rows = []
+            for path, root in zip(files, roots):  # ViRL39K as RACRO prepares it (data/virl39k.py)
+                read = read_virl39k(path, image_root=root or None, skip_bad=cfg.skip_bad)
+                for problem in read.skipped:
+                    sys.stderr.write(f"skipped: {problem}\n")
+                rows.extend(read.rows)
+            return rows
         methods = cfg.reward_method.split(":") if cfg.reward_method is not None else None
         return readers.read_training_files(files, roots, task=cfg.task, skip_bad=cfg.skip_bad,
                                            reward_methods=methods, check_images=cfg.check_images)
@@ -183,6 +193,13 @@ class GRPOTrainer:
         tasks.check_prompt_method(self.dataset, cfg.task_type)
         self.sampler = PromptSampler(len(self.dataset), cfg.seed, num_replicas=env.world_size, rank=env.rank)
         self.reward = WeightedReward(dict(zip(cfg.reward_funcs, cfg.reward_weights)))
+        self.reasoner = None
+        if "reasoner" in cfg.reward_funcs:  # RACRO: a frozen text LLM answers from each caption
+            from paddlemix_r1.rewards.reasoner import set_default_reasoner
+
+            self.reasoner = cfg.reasoner_config().build()
+            set_default_reasoner(self.reasoner)
+            self._reasoner_stats = self.reasoner.stats()
         self.step = 0
         self.nonfinite_total = 0
         self.nonfinite_run = 0
@@ -378,6 +395,13 @@ class GRPOTrainer:
             vals = np.concatenate(v)
             metrics[f"rewards/{k}/mean"] = float(vals.mean())
             metrics[f"rewards/{k}/std"] = float(vals.std())
+        if self.reasoner is not None:  # its time is part of time/rollout, and also shown on its own
+            stats, before = self.reasoner.stats(), self._reasoner_stats
+            self._reasoner_stats = stats
+            delta = {k: stats[k] - before[k] for k in stats}
+            metrics.update(dist.reduce_metrics({"time/reasoner": delta.pop("generation_seconds")},
+                                               tag="reasoner time"))
+            metrics.update({f"rewards/reasoner/{k}": float(v) for k, v in delta.items()})  # this round, rank 0's
         if ACCURACY_REWARD in per_fn_all:  # VLM-R1 data: the accuracy of each method's rows, over all ranks
             metrics.update(_means_by_method(np.concatenate(per_fn_all[ACCURACY_REWARD]), np.concatenate(methods_all)))
         return steps, metrics

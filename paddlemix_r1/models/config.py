@@ -3,6 +3,13 @@
 Layout A (the 2024/2025 checkpoints): text fields at the top level, ``rope_scaling`` with
 ``mrope_section``, ``rope_theta`` at the top level, ``vision_config.in_chans``.
 Layout B (transformers 5): ``text_config`` with ``rope_parameters``, ``vision_config.in_channels``.
+
+Text-only Qwen2 / Qwen2.5 causal LMs (``model_type`` "qwen2", ``Qwen2ForCausalLM``: Qwen2.5-Instruct,
+DeepSeek-R1-Distill-Qwen) come flat in both layouts; layout A has a top-level ``rope_theta`` (and
+``rope_scaling: null``), layout B ``rope_parameters``. Their sliding-window fields are read as
+transformers' ``Qwen2Config`` reads them: ``sliding_window`` counts only with ``use_sliding_window``
+(every published checkpoint has it off, so every layer attends fully); a config that does turn it on
+is refused, since the decoder has no sliding-window attention.
 """
 
 from __future__ import annotations
@@ -14,6 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl")
+TEXT_FAMILIES = ("qwen2",)
+"""Text-only causal LMs (no vision tower)."""
+_ARCHITECTURES = {"Qwen2ForCausalLM": "qwen2", "Qwen2VLForConditionalGeneration": "qwen2_vl",
+                  "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl"}
+QWEN2_ROPE_THETA = 10000.0
+"""transformers' default rope_theta for Qwen2 (every published Qwen2 config states its own)."""
 
 
 @dataclass
@@ -59,9 +72,9 @@ class VisionConfig:
 
 @dataclass
 class ModelConfig:
-    model_type: str  # "qwen2_vl" | "qwen2_5_vl"
+    model_type: str  # "qwen2_vl" | "qwen2_5_vl" | "qwen2" (text only)
     text: TextConfig
-    vision: VisionConfig
+    vision: VisionConfig | None  # None for a text-only causal LM
     image_token_id: int = 151655
     video_token_id: int = 151656
     vision_start_token_id: int = 151652
@@ -69,11 +82,20 @@ class ModelConfig:
     tie_word_embeddings: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # config.json as read, written back on save
 
+    @property
+    def is_text_only(self) -> bool:
+        return self.vision is None
+
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config.json") -> ModelConfig:
         model_type = d.get("model_type")
+        if model_type is None:  # some exports keep only the architectures list
+            named = [_ARCHITECTURES[a] for a in d.get("architectures") or [] if a in _ARCHITECTURES]
+            model_type = named[0] if named else None
+        if model_type in TEXT_FAMILIES:
+            return cls._text_only(d, model_type, source)
         if model_type not in FAMILIES:
-            raise ValueError(f"{source}: model_type {model_type!r} is not one of {FAMILIES}")
+            raise ValueError(f"{source}: model_type {model_type!r} is not one of {FAMILIES + TEXT_FAMILIES}")
         text_d = d.get("text_config") or d  # layout B nests text fields; layout A keeps them flat
         rope = text_d.get("rope_parameters") or text_d.get("rope_scaling") or d.get("rope_scaling") or {}
 
@@ -148,6 +170,52 @@ class ModelConfig:
         )
 
     @classmethod
+    def _text_only(cls, d: dict[str, Any], model_type: str, source: str) -> ModelConfig:
+        """A Qwen2ForCausalLM config (module docstring): flat text fields, either rope layout."""
+
+        def need(key: str) -> Any:
+            if key not in d:
+                raise KeyError(f"{source}: missing field {key}")
+            return d[key]
+
+        rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type != "default":
+            raise ValueError(f"{source}: rope type {rope_type!r} is not supported (only the default rotary embedding)")
+        layers = need("num_hidden_layers")
+        if d.get("use_sliding_window") and d.get("sliding_window") is not None:
+            sliding = [i for i in range(layers) if i >= d.get("max_window_layers", 28)]
+            if sliding:
+                raise ValueError(f"{source}: use_sliding_window is on, so layers {sliding[0]}..{sliding[-1]} use "
+                                 "sliding-window attention, which this decoder does not implement")
+        if "sliding_attention" in (d.get("layer_types") or []):
+            raise ValueError(f"{source}: layer_types asks for sliding-window attention, which this decoder does not "
+                             "implement")
+        heads = need("num_attention_heads")
+        hidden = need("hidden_size")
+        if d.get("head_dim") not in (None, hidden // heads):
+            raise ValueError(f"{source}: head_dim {d['head_dim']} differs from hidden_size / num_attention_heads "
+                             f"= {hidden // heads}, which the decoder assumes")
+        head_dim = hidden // heads
+        text = TextConfig(
+            vocab_size=need("vocab_size"),
+            hidden_size=hidden,
+            intermediate_size=need("intermediate_size"),
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=d.get("num_key_value_heads") or heads,
+            rms_norm_eps=d.get("rms_norm_eps", 1e-6),
+            rope_theta=rope.get("rope_theta", d.get("rope_theta", QWEN2_ROPE_THETA)),
+            # one section on the temporal axis: with the three position axes equal (text) this is 1-D RoPE
+            mrope_section=[head_dim // 2],
+            hidden_act=d.get("hidden_act", "silu"),
+        )
+        if text.hidden_act != "silu":
+            raise ValueError(f"{source}: hidden_act {text.hidden_act!r} is not supported (Qwen2 uses silu)")
+        return cls(model_type=model_type, text=text, vision=None,
+                   tie_word_embeddings=bool(d.get("tie_word_embeddings", False)), raw=copy.deepcopy(d))
+
+    @classmethod
     def from_file(cls, path: str) -> ModelConfig:
         with open(path, encoding="utf-8") as f:
             try:
@@ -161,6 +229,8 @@ class ModelConfig:
         if self.raw:
             return copy.deepcopy(self.raw)
         t, v = self.text, self.vision
+        if v is None:
+            return self._text_only_dict()
         vision: dict[str, Any] = {
             "depth": v.depth,
             "num_heads": v.num_heads,
@@ -203,6 +273,30 @@ class ModelConfig:
             "vision_end_token_id": self.vision_end_token_id,
             "torch_dtype": "float32",
             "vision_config": vision,
+        }
+
+    def _text_only_dict(self) -> dict[str, Any]:
+        """A Qwen2ForCausalLM config.json in the published layout (top-level rope_theta)."""
+        t = self.text
+        return {
+            "architectures": ["Qwen2ForCausalLM"],
+            "model_type": self.model_type,
+            "vocab_size": t.vocab_size,
+            "hidden_size": t.hidden_size,
+            "intermediate_size": t.intermediate_size,
+            "num_hidden_layers": t.num_hidden_layers,
+            "num_attention_heads": t.num_attention_heads,
+            "num_key_value_heads": t.num_key_value_heads,
+            "rms_norm_eps": t.rms_norm_eps,
+            "rope_theta": t.rope_theta,
+            "rope_scaling": None,
+            "hidden_act": t.hidden_act,
+            "max_position_embeddings": 32768,
+            "use_sliding_window": False,
+            "sliding_window": 32768,
+            "max_window_layers": t.num_hidden_layers,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "torch_dtype": "float32",
         }
 
     def save(self, out_dir: str) -> None:

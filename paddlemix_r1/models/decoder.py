@@ -1,5 +1,6 @@
-"""The Qwen2 decoder shared by Qwen2-VL and Qwen2.5-VL, its KV cache, and the vision-language
-wrapper (``VLModelBase``) that both families subclass with their own vision tower.
+"""The Qwen2 decoder shared by Qwen2-VL, Qwen2.5-VL and the text-only Qwen2 LMs, its KV cache, the
+causal-LM wrapper (``CausalLMBase``: decoder + LM head, text positions) and the vision-language wrapper
+(``VLModelBase``) that both VL families subclass with their own vision tower.
 
 Parameter names follow the published checkpoints (``model.layers.N.self_attn.q_proj``,
 ``visual.blocks.N``, ``lm_head``) so loading is a near-straight map (see checkpoint.py).
@@ -361,15 +362,20 @@ def _np(x) -> np.ndarray | None:
     return x.numpy() if isinstance(x, paddle.Tensor) else np.asarray(x)
 
 
-class VLModelBase(nn.Layer):
-    """Vision tower + decoder + LM head. Subclasses set ``vision_cls``."""
+class CausalLMBase(nn.Layer):
+    """Decoder + LM head over text (a Qwen2 / Qwen2.5 causal LM; ``VLModelBase`` adds a vision tower).
 
-    vision_cls: type[nn.Layer]
+    Text positions are kept in the decoder's M-RoPE form, (3, B, L) with the three axes equal: the rotary
+    tables are then those of plain 1-D RoPE whatever the ``mrope_section``, and the rollout engine, the
+    log-prob passes and SFT drive text and vision-language models through one interface.
+    """
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, vision: nn.Layer | None = None):
         super().__init__()
         self.config = config
-        self.visual = self.vision_cls(config.vision)
+        if vision is not None:
+            # registered first: init_weights draws in registration order, which the tiny checkpoints depend on
+            self.visual = vision
         self.model = Decoder(config.text)
         if config.tie_word_embeddings:
             self.lm_head = LMHead(self.model.embed_tokens.weight)
@@ -378,67 +384,24 @@ class VLModelBase(nn.Layer):
             self.lm_head = LMHead(w)
 
     # ----- inputs -----
-    def rope_index(
-        self, input_ids, attention_mask=None, image_grid_thw=None, video_grid_thw=None, second_per_grid_ts=None
-    ) -> tuple[paddle.Tensor, paddle.Tensor]:
-        """M-RoPE ids (3, B, L) and rope_deltas (B,) as paddle int64 tensors."""
-        v = self.config.vision
-        pos, deltas = get_rope_index(
-            _np(input_ids),
-            _np(attention_mask),
-            _np(image_grid_thw),
-            _np(video_grid_thw),
-            image_token_id=self.config.image_token_id,
-            video_token_id=self.config.video_token_id,
-            spatial_merge_size=v.spatial_merge_size,
-            second_per_grid_ts=_np(second_per_grid_ts),
-            tokens_per_second=v.tokens_per_second if self.config.model_type == "qwen2_5_vl" else None,
-        )
-        return paddle.to_tensor(pos), paddle.to_tensor(deltas)
+    def rope_index(self, input_ids, attention_mask=None, image_grid_thw=None, video_grid_thw=None,
+                   second_per_grid_ts=None) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """Text positions (3, B, L), padding skipped (position 0), and rope_deltas (B,) = 0, as paddle int64
+        tensors: the ids transformers' ``generate`` gives a padded batch (cumulative count of real tokens)."""
+        if image_grid_thw is not None or video_grid_thw is not None:
+            raise ValueError(f"{type(self).__name__} is a text-only model: it takes no image or video grids")
+        ids = _np(input_ids)
+        valid = np.ones(ids.shape, bool) if attention_mask is None else _np(attention_mask).astype(bool)  # (B, L)
+        pos = np.where(valid, np.cumsum(valid, axis=1) - 1, 0).astype(np.int64)  # (B, L)
+        deltas = np.zeros(ids.shape[0], np.int64)  # (B,): the next position is the number of real tokens
+        return paddle.to_tensor(np.broadcast_to(pos, (3, *pos.shape)).copy()), paddle.to_tensor(deltas)
 
-    def embed(
-        self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None,
-        group_size: int = 1, prompt_length: int | None = None,
-    ):
-        """Token embeddings with vision features scattered into the image/video placeholder slots.
-
-        With ``group_size`` G > 1, input_ids holds G consecutive rows per prompt while the pixel
-        inputs describe each prompt once: the vision tower runs once per prompt and its features are
-        repeated into the G rows (the gradient of all G rows flows back into one vision pass).
-        With ``prompt_length``, placeholders are looked for in the first ``prompt_length`` positions
-        only: a sampled completion that happens to contain ``<|image_pad|>`` stays an ordinary token.
-        """
-        embeds = self.model.embed_tokens(input_ids)  # (B*G, L, H)
-        for pix, grid, tok in (
-            (pixel_values, image_grid_thw, self.config.image_token_id),
-            (pixel_values_videos, video_grid_thw, self.config.video_token_id),
-        ):
-            if pix is None:
-                continue
-            feats = self.visual(pix.astype(embeds.dtype), _np(grid))  # (n_tokens of B prompts, H)
-            is_slot = input_ids == tok  # (B*G, L)
-            if prompt_length is not None and prompt_length < input_ids.shape[1]:
-                tail = paddle.zeros([input_ids.shape[0], input_ids.shape[1] - prompt_length], dtype="bool")
-                is_slot = paddle.concat([is_slot[:, :prompt_length], tail], axis=1)
-            if group_size > 1:
-                per_prompt = is_slot[::group_size].astype("int64").sum(axis=1).tolist()  # (B,)
-                if sum(per_prompt) != int(feats.shape[0]):
-                    raise ValueError(
-                        f"image features and image tokens do not match: {sum(per_prompt)} placeholder tokens in "
-                        f"the first row of each group, {int(feats.shape[0])} features"
-                    )
-                chunks = paddle.split(feats, per_prompt, axis=0) if len(per_prompt) > 1 else [feats]
-                feats = paddle.concat([c for c in chunks for _ in range(group_size)], axis=0)
-            slots = paddle.nonzero(is_slot.reshape([-1])).reshape([-1])  # (n_slots,)
-            if int(slots.shape[0]) != int(feats.shape[0]):
-                raise ValueError(
-                    f"image features and image tokens do not match: {int(slots.shape[0])} placeholder tokens, "
-                    f"{int(feats.shape[0])} features"
-                )
-            flat = embeds.reshape([-1, embeds.shape[-1]])
-            flat = paddle.scatter(flat, slots, feats.astype(flat.dtype), overwrite=True)
-            embeds = flat.reshape(embeds.shape)
-        return embeds
+    def embed(self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None,
+              group_size: int = 1, prompt_length: int | None = None):
+        """Token embeddings (B, L, H); vision inputs are refused (``VLModelBase.embed`` takes them)."""
+        if pixel_values is not None or pixel_values_videos is not None:
+            raise ValueError(f"{type(self).__name__} is a text-only model: it takes no pixel_values")
+        return self.model.embed_tokens(input_ids)  # (B, L, H)
 
     def forward(
         self,
@@ -531,3 +494,75 @@ class VLModelBase(nn.Layer):
         t = self.config.text
         dtype = str(self.model.embed_tokens.weight.dtype).replace("paddle.", "")
         return KVCache(t.num_hidden_layers, batch, max_len, t.num_key_value_heads, t.head_dim, dtype)
+
+
+class VLModelBase(CausalLMBase):
+    """Vision tower + decoder + LM head. Subclasses set ``vision_cls``."""
+
+    vision_cls: type[nn.Layer]
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config, vision=self.vision_cls(config.vision))
+
+    # ----- inputs -----
+    def rope_index(
+        self, input_ids, attention_mask=None, image_grid_thw=None, video_grid_thw=None, second_per_grid_ts=None
+    ) -> tuple[paddle.Tensor, paddle.Tensor]:
+        """M-RoPE ids (3, B, L) and rope_deltas (B,) as paddle int64 tensors."""
+        v = self.config.vision
+        pos, deltas = get_rope_index(
+            _np(input_ids),
+            _np(attention_mask),
+            _np(image_grid_thw),
+            _np(video_grid_thw),
+            image_token_id=self.config.image_token_id,
+            video_token_id=self.config.video_token_id,
+            spatial_merge_size=v.spatial_merge_size,
+            second_per_grid_ts=_np(second_per_grid_ts),
+            tokens_per_second=v.tokens_per_second if self.config.model_type == "qwen2_5_vl" else None,
+        )
+        return paddle.to_tensor(pos), paddle.to_tensor(deltas)
+
+    def embed(
+        self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None,
+        group_size: int = 1, prompt_length: int | None = None,
+    ):
+        """Token embeddings with vision features scattered into the image/video placeholder slots.
+
+        With ``group_size`` G > 1, input_ids holds G consecutive rows per prompt while the pixel
+        inputs describe each prompt once: the vision tower runs once per prompt and its features are
+        repeated into the G rows (the gradient of all G rows flows back into one vision pass).
+        With ``prompt_length``, placeholders are looked for in the first ``prompt_length`` positions
+        only: a sampled completion that happens to contain ``<|image_pad|>`` stays an ordinary token.
+        """
+        embeds = self.model.embed_tokens(input_ids)  # (B*G, L, H)
+        for pix, grid, tok in (
+            (pixel_values, image_grid_thw, self.config.image_token_id),
+            (pixel_values_videos, video_grid_thw, self.config.video_token_id),
+        ):
+            if pix is None:
+                continue
+            feats = self.visual(pix.astype(embeds.dtype), _np(grid))  # (n_tokens of B prompts, H)
+            is_slot = input_ids == tok  # (B*G, L)
+            if prompt_length is not None and prompt_length < input_ids.shape[1]:
+                tail = paddle.zeros([input_ids.shape[0], input_ids.shape[1] - prompt_length], dtype="bool")
+                is_slot = paddle.concat([is_slot[:, :prompt_length], tail], axis=1)
+            if group_size > 1:
+                per_prompt = is_slot[::group_size].astype("int64").sum(axis=1).tolist()  # (B,)
+                if sum(per_prompt) != int(feats.shape[0]):
+                    raise ValueError(
+                        f"image features and image tokens do not match: {sum(per_prompt)} placeholder tokens in "
+                        f"the first row of each group, {int(feats.shape[0])} features"
+                    )
+                chunks = paddle.split(feats, per_prompt, axis=0) if len(per_prompt) > 1 else [feats]
+                feats = paddle.concat([c for c in chunks for _ in range(group_size)], axis=0)
+            slots = paddle.nonzero(is_slot.reshape([-1])).reshape([-1])  # (n_slots,)
+            if int(slots.shape[0]) != int(feats.shape[0]):
+                raise ValueError(
+                    f"image features and image tokens do not match: {int(slots.shape[0])} placeholder tokens, "
+                    f"{int(feats.shape[0])} features"
+                )
+            flat = embeds.reshape([-1, embeds.shape[-1]])
+            flat = paddle.scatter(flat, slots, feats.astype(flat.dtype), overwrite=True)
+            embeds = flat.reshape(embeds.shape)
+        return embeds

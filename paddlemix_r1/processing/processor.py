@@ -289,3 +289,106 @@ def _to_paddle(arrays: dict[str, np.ndarray | None]) -> dict[str, Any]:
     import paddle
 
     return {k: None if v is None else paddle.to_tensor(v) for k, v in arrays.items()}
+
+
+class TextProcessor:
+    """Tokenizer + chat template of a text-only checkpoint (a Qwen2 causal LM: no ``preprocessor_config.json``),
+    with the batch interface of ``Processor`` so generation and SFT drive both kinds alike.
+
+    ``proc(conversations)`` returns input_ids / attention_mask [B, L], left padded by default (pad =
+    tokenizer.pad_token_id), as paddle tensors or numpy arrays; ``images`` must be None or empty per row.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, source: str | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.source = source
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> TextProcessor:
+        path = os.fspath(path)
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"processor checkpoint directory not found: {path}")
+        return cls(Tokenizer.from_pretrained(path), source=path)
+
+    def save_pretrained(self, out_dir: str | os.PathLike) -> None:
+        """Copy the tokenizer and chat template files of the checkpoint this was loaded from into ``out_dir``."""
+        if self.source is None:
+            raise ValueError("this TextProcessor was not loaded from a directory; nothing to copy")
+        os.makedirs(out_dir, exist_ok=True)
+        for name in PROCESSOR_FILES:
+            src = os.path.join(self.source, name)
+            if os.path.isfile(src) and os.path.abspath(src) != os.path.abspath(os.path.join(out_dir, name)):
+                shutil.copyfile(src, os.path.join(out_dir, name))
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def pad_token_id(self) -> int | None:
+        return self.tokenizer.pad_token_id
+
+    def decode(self, ids: Any, skip_special_tokens: bool = False) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def batch_decode(self, ids: Any, skip_special_tokens: bool = False) -> list[str]:
+        return self.tokenizer.batch_decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def apply_chat_template(
+        self, conversation: Sequence[Message], add_generation_prompt: bool = True, **kwargs: Any
+    ) -> str:
+        return self.tokenizer.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt, **kwargs)
+
+    def __call__(
+        self,
+        conversations: Sequence[Sequence[Message] | str],
+        images: Sequence[Sequence[Any] | None] | None = None,
+        add_generation_prompt: bool = True,
+        padding_side: str = "left",
+        max_length: int | None = None,
+        return_tensors: str = "pd",
+        **template_kwargs: Any,
+    ) -> dict[str, Any]:
+        """Render (chat template) and tokenize B conversations, or take already rendered prompt strings."""
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        if return_tensors not in ("pd", "np"):
+            raise ValueError(f"return_tensors must be 'pd' or 'np', got {return_tensors!r}")
+        if isinstance(conversations, str) or not isinstance(conversations, Sequence) or not conversations:
+            raise TypeError("conversations must be a non-empty list of conversations (message lists or strings)")
+        for i, sample in enumerate(images or []):
+            if sample:
+                raise ValueError(f"conversation {i}: {len(sample)} image(s) given to a text-only model's processor")
+        texts = [
+            c if isinstance(c, str) else self.apply_chat_template(c, add_generation_prompt, **template_kwargs)
+            for c in conversations
+        ]
+        token_ids = self.tokenizer.encode_batch(texts)  # B x (l_i,)
+        lengths = [len(ids) for ids in token_ids]
+        if max_length is not None and max(lengths) > max_length:
+            i = lengths.index(max(lengths))
+            raise ValueError(f"conversation {i}: the prompt is {lengths[i]} tokens, longer than max_length={max_length}; "
+                             "prompts are not truncated")
+        longest = max(lengths)
+        pad_id = self.pad_token_id
+        if pad_id is None and min(lengths) != longest:
+            raise ValueError(f"{self.tokenizer.source} defines no pad_token, needed to pad prompts of different lengths")
+        input_ids = np.full((len(texts), longest), pad_id if pad_id is not None else 0, dtype=np.int64)  # (B, L)
+        attention_mask = np.zeros((len(texts), longest), dtype=np.int64)  # (B, L)
+        for i, ids in enumerate(token_ids):
+            span = slice(longest - len(ids), longest) if padding_side == "left" else slice(0, len(ids))
+            input_ids[i, span] = ids
+            attention_mask[i, span] = 1
+        arrays: dict[str, np.ndarray | None] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        return arrays if return_tensors == "np" else _to_paddle(arrays)
+
+
+def load_processor(path: str | os.PathLike, **kwargs: Any) -> Processor | TextProcessor:
+    """``Processor`` for a vision-language checkpoint, ``TextProcessor`` for a text-only one (no
+    ``preprocessor_config.json``). ``kwargs`` (min_pixels, max_pixels) apply to the former only."""
+    if os.path.isfile(os.path.join(os.fspath(path), "preprocessor_config.json")):
+        return Processor.from_pretrained(path, **kwargs)
+    given = sorted(k for k, v in kwargs.items() if v is not None)
+    if given:
+        raise ValueError(f"{path} is a text-only checkpoint (no preprocessor_config.json): {given} do not apply")
+    return TextProcessor.from_pretrained(path)

@@ -43,6 +43,28 @@ def _token_content(value: Any, field: str, source: str) -> str | None:
     raise ValueError(f"{source}: field {field!r} must be a string, null or {{'content': ...}}, got {value!r}")
 
 
+def _token_from_model_config(path: str, backend: tokenizers.Tokenizer, field: str) -> str | None:
+    """The token whose id ``generation_config.json`` (else ``config.json``) gives in ``field``
+    ("eos_token_id", "pad_token_id"), for checkpoints whose tokenizer files do not name it; None if neither
+    does. A list of ids (generation configs may list several eos ids) gives its first."""
+    for name in ("generation_config.json", "config.json"):
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            continue
+        value = _read_json(file).get(field)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{file}: {field} must be an integer or a list of integers, got {value!r}")
+        token = backend.id_to_token(value)
+        if token is None:
+            raise ValueError(f"{file}: {field} {value} is not in the vocabulary of tokenizer.json")
+        return token
+    return None
+
+
 def read_chat_template(path: str, tokenizer_config: dict[str, Any] | None = None) -> tuple[str | None, str | None]:
     """Find the chat template of a checkpoint: ``(template text, file it came from)``.
 
@@ -146,6 +168,17 @@ class Tokenizer:
                 special_tokens[key] = _token_content(config[key], key, config_file)
             elif key in token_map:
                 special_tokens[key] = _token_content(token_map[key], key, map_file)
+        for key in ("eos_token", "pad_token"):
+            if special_tokens.get(key) is None:
+                special_tokens[key] = _token_from_model_config(path, backend, f"{key}_id")
+        if special_tokens["eos_token"] is None:
+            # generation cannot stop without it (and used to fail much later, with a bare TypeError)
+            missing = [f for f in ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+                                   "config.json") if not os.path.isfile(os.path.join(path, f))]
+            raise ValueError(
+                f"{path}: no eos token: none of tokenizer_config.json ('eos_token'), special_tokens_map.json, "
+                f"generation_config.json or config.json ('eos_token_id') names one"
+                + (f" (missing: {', '.join(missing)})" if missing else ""))
         template, _ = read_chat_template(path, config)
         return cls(backend, special_tokens, template, source=path)
 

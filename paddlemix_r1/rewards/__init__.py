@@ -39,6 +39,12 @@ classify or math with ``<answer>`` golds
 ``curr_format``   task, solution. ``format``, and a JSON box in the answer of detection rows whose
                   gold is a box. {0, 1}
 
+RACRO's caption reward (``reasoner`` module; research Part 2)
+``reasoner``      problem, solution. Mean correctness of a frozen text reasoner's last ``\\boxed{}`` answers
+                  to the question given the completion as the image's caption (in-process or an
+                  OpenAI-compatible server, ``set_default_reasoner``). A failed request or an answer without
+                  ``\\boxed{}`` scores 0 and is counted (``Reasoner.stats()``). [0, 1]
+
 VLM-R1's shaping rewards
 ``length``        completion_length (token count) and ``accuracy``'s columns. Cosine length reward
                   on the row's real accuracy. [-0.5, 1]
@@ -73,6 +79,14 @@ from paddlemix_r1.rewards.format_reward import format_reward, rec_format_reward
 from paddlemix_r1.rewards.llm_judge import JudgeConfig, LLMJudge, default_judge, set_default_judge
 from paddlemix_r1.rewards.math_answer import MathVerifier, make_math_reward, math_reward
 from paddlemix_r1.rewards.parsing import answer_text, extract_answer, parse_box, parse_count
+from paddlemix_r1.rewards.reasoner import (
+    Reasoner,
+    ReasonerConfig,
+    default_reasoner,
+    make_reasoner_reward,
+    reasoner_reward,
+    set_default_reasoner,
+)
 from paddlemix_r1.rewards.rec import rec_acc_reward, rec_iou_reward
 from paddlemix_r1.rewards.registry import (
     RewardFn,
@@ -95,6 +109,8 @@ __all__ = [
     "JudgeConfig",
     "LLMJudge",
     "MathVerifier",
+    "Reasoner",
+    "ReasonerConfig",
     "RewardFn",
     "RewardScores",
     "WeightedReward",
@@ -105,6 +121,7 @@ __all__ = [
     "counting_reward",
     "curr_format_reward",
     "default_judge",
+    "default_reasoner",
     "extract_answer",
     "format_reward",
     "get_reward",
@@ -113,6 +130,7 @@ __all__ = [
     "make_accuracy_reward",
     "make_math_reward",
     "make_open_reward",
+    "make_reasoner_reward",
     "math_reward",
     "model_box_to_original",
     "normalized_to_original",
@@ -122,10 +140,12 @@ __all__ = [
     "original_to_resized",
     "parse_box",
     "parse_count",
+    "reasoner_reward",
     "rec_acc_reward",
     "rec_format_reward",
     "rec_iou_reward",
     "register_reward",
     "resized_to_original",
     "set_default_judge",
+    "set_default_reasoner",
 ]

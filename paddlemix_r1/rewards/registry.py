@@ -15,6 +15,7 @@ from paddlemix_r1.rewards.detection import od_ap50_reward, od_ap_reward, od_leng
 from paddlemix_r1.rewards.format_reward import format_reward, rec_format_reward
 from paddlemix_r1.rewards.llm_judge import llm_reward
 from paddlemix_r1.rewards.math_answer import math_reward
+from paddlemix_r1.rewards.reasoner import reasoner_reward
 from paddlemix_r1.rewards.rec import rec_acc_reward, rec_iou_reward
 from paddlemix_r1.rewards.shaping import make_length_reward, repetition_reward
 
@@ -68,6 +69,7 @@ register_reward("llm", llm_reward)
 register_reward("accuracy", accuracy_reward)
 register_reward("length", make_length_reward(accuracy_reward))
 register_reward("repetition", repetition_reward)
+register_reward("reasoner", reasoner_reward)  # RACRO: a frozen text reasoner answers from the caption
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ table is ``tasks/prompts.py`` (``PROMPTS``, keyed ``(task, method)``).
 """
 
 from paddlemix_r1.tasks.base import SampleScore, ScoreContext, Task, build_conversation
+from paddlemix_r1.tasks.captioner import CaptionerTask
 from paddlemix_r1.tasks.counting import CountingTask
 from paddlemix_r1.tasks.curr_reft import STAGE_METHODS, ClassifyTask, DetectionTask, MathTask
 from paddlemix_r1.tasks.general import GeneralTask
@@ -41,6 +42,7 @@ from paddlemix_r1.tasks.rows import (
 for _task in (RecTask(), CountingTask(), GeoQATask(), GeneralTask(), OvdTask(), DetectionTask(), ClassifyTask(),
               MathTask()):
     register_task(_task)
+register_task(CaptionerTask())  # RACRO's captioner (tasks/captioner.py)
 
 __all__ = [
     "DEFAULT_ACCURACY_METHOD",

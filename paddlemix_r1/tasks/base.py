@@ -92,6 +92,13 @@ class Task:
         """The question text of ``row`` under ``method`` (None: ``train_method``)."""
         return self.template(method).format(row, where)
 
+    def conversation(self, row: Mapping[str, Any], method: str | None = None, where: str = "row") -> list[dict]:
+        """The chat the model is given for ``row``: one user turn with its images then its prompt. A task
+        with a system turn or images placed inside the text (the captioner) overrides this."""
+        images = row["images"]
+        return build_conversation(self.prompt(row, method, where),
+                                  len(images) if isinstance(images, (list, tuple)) else 1)
+
     def parse_solution(self, value: Any, where: str = "solution") -> Any:
         """The gold answer in this task's canonical form; ValueError / TypeError naming ``where`` if malformed."""
         raise NotImplementedError

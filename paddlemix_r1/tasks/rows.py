@@ -114,7 +114,10 @@ def row_prompt(row: Mapping[str, Any], method: str | None = None, template: str 
 
 def row_conversation(row: Mapping[str, Any], method: str | None = None, template: str | None = None,
                      where: str = "row") -> list[dict[str, Any]]:
-    """One user turn with the row's images then its prompt (training, the demo and SFT)."""
+    """The row's chat (training, the demo and SFT): its task's ``conversation``, or with ``template`` (a
+    custom string with ``{Question}``) one user turn with the row's images then that text."""
+    if template is None:
+        return get_task(row["task"]).conversation(row, method, where)
     images = row["images"]
     n = len(images) if isinstance(images, (list, tuple)) else 1
     return build_conversation(row_prompt(row, method, template, where), n)

@@ -14,6 +14,7 @@ from paddlemix_r1.rewards.curr_reft import make_open_reward
 from paddlemix_r1.rewards.llm_judge import JudgeConfig, LLMJudge, make_llm_reward
 from paddlemix_r1.rewards.math_answer import MathVerifier, make_math_reward
 from paddlemix_r1.rewards.parsing import extract_answer
+from paddlemix_r1.rewards.reasoner import Reasoner, ReasonerConfig, make_reasoner_reward
 from paddlemix_r1.rewards.shaping import make_length_reward
 
 # Fragments that steer generated text into the parsers' interesting corners: tags, brackets,
@@ -85,7 +86,7 @@ COLUMNS = {
 FAST_REWARDS = sorted(COLUMNS)
 RANGE = {"repetition": (-1.0, 0.0), "length": (-0.5, 1.0)}
 # Covered below with their own fixtures: math_verify's worker, the stub judge.
-SLOW_REWARDS = {"math", "default", "llm", "accuracy", "length", "open"}
+SLOW_REWARDS = {"math", "default", "llm", "accuracy", "length", "open", "reasoner"}
 
 
 def test_every_registered_reward_is_covered():
@@ -201,3 +202,25 @@ OPEN_COLUMNS = [
 def test_curr_reft_open_never_raises(math_reward, text, columns):
     _, verifier = math_reward
     _check("open", make_open_reward(verifier)([text], **{k: [v] for k, v in columns.items()}))
+
+
+class _EchoReasoner(Reasoner):
+    """A reasoner whose every reply is the text it was given (the whole user turn, caption included), so
+    arbitrary completions reach the boxed-answer grading as arbitrary replies."""
+
+    def _answer(self, chats):
+        return [[chat[-1]["content"]] * self.config.num_samples for chat in chats]
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(text=any_text, boxed=st.booleans(), gold=st.sampled_from(["12", "\\boxed{\\frac{1}{2}}", "Yes", "2√{3}"]))
+def test_reasoner_never_raises_on_any_caption(math_reward, text, boxed, gold):
+    _, verifier = math_reward
+    reward = make_reasoner_reward(_EchoReasoner(ReasonerConfig(url="http://127.0.0.1:9", num_samples=2)), verifier)
+    caption = f"{text} \\boxed{{{text}}}" if boxed else text
+    _check("reasoner", reward([caption], problem=["How many?"], solution=[gold]))
