@@ -7,6 +7,9 @@
     paddlemix-r1 reject-sample --config configs/curr_reft_reject_sft_3b.yaml [--flag value ...]  # RS-SFT data
     paddlemix-r1 demo [--output_dir D] [--smoke] [--recipe curriculum|racro]  # the whole pipeline on CPU, minutes
     paddlemix-r1 racro-eval --data F --output_dir D --vlm_path V --reasoner_path R  # RACRO's 3-step inference
+    paddlemix-r1 visrl-generate --config C [key=value ...]  # VisRL preference pairs from two-turn trajectories
+    paddlemix-r1 dpo --config configs/visrl_dpo_stage1_qwen2_vl_7b.yaml [key=value ...]  # step-level DPO
+    paddlemix-r1 visrl-online --config configs/visrl_online_grpo_qwen2_vl_7b.yaml [key=value ...]  # GRPO on them
     paddlemix-r1 doctor [--report doctor_report.json] [--contracts]    # check this machine (run it first)
     paddlemix-r1 serve --model_path D [--port 8000] [--max_batch_size 8]  # OpenAI-compatible chat endpoint
 """
@@ -124,7 +127,41 @@ def cmd_reject_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_visrl_generate(args: argparse.Namespace) -> int:
+    """VisRL's self-evolution preference data (paddlemix_r1/focus/selfgen.py)."""
+    from paddlemix_r1.focus.selfgen import GenerateConfig, run_generate
+
+    result = run_generate(GenerateConfig.load(args.config, args.overrides))
+    print(f"{len(result.records)} pairs from {result.items} items ({result.trajectories} trajectories, "
+          f"{result.generated_tokens} generated tokens) -> {result.output}")
+    return 0
+
+
+def cmd_dpo(args: argparse.Namespace) -> int:
+    """Step-level DPO on VisRL pairs (paddlemix_r1/grpo/dpo_train.py)."""
+    from paddlemix_r1.grpo.dpo_train import DPOTrainConfig, run_dpo
+
+    history, last = run_dpo(DPOTrainConfig.load(args.config, args.overrides))
+    print(f"done: {len(history)} steps, final loss {history[-1]['loss']:.4f}; checkpoint {last}")
+    return 0
+
+
+def cmd_visrl_online(args: argparse.Namespace) -> int:
+    """GRPO over two-turn focus trajectories (paddlemix_r1/focus/online.py)."""
+    from paddlemix_r1.focus.online import run_online
+
+    history = run_online(args.config, args.overrides)
+    print(f"done: step {int(history[-1]['step'])}, reward {history[-1]['reward']:.4f}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.recipe == "visrl":
+        from paddlemix_r1.visrl_demo import VisrlDemoSettings, run_visrl_demo
+
+        settings = VisrlDemoSettings.smoke() if args.smoke else VisrlDemoSettings()
+        run_visrl_demo(args.output_dir or os.path.join("outputs", "demo_visrl"), settings)
+        return 0
     if args.recipe == "racro":
         from paddlemix_r1.racro_demo import RacroDemoSettings, run_racro_demo
 
@@ -253,10 +290,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--output_dir", default=None,
                    help="default outputs/demo (counting) or outputs/demo_curriculum (curriculum)")
     d.add_argument("--smoke", action="store_true", help="a short run (CI)")
-    d.add_argument("--recipe", choices=("counting", "curriculum", "racro"), default="counting",
+    d.add_argument("--recipe", choices=("counting", "curriculum", "racro", "visrl"), default="counting",
                    help="counting: SFT warm-up then GRPO; curriculum: Curr-ReFT's judge -> choice -> open stages; "
-                        "racro: a captioner trained by a frozen text reasoner's answers (default outputs/demo_racro)")
+                        "racro: a captioner trained by a frozen text reasoner's answers (default outputs/demo_racro); "
+                        "visrl: focus-box trajectories, offline DPO vs online GRPO (default outputs/demo_visrl)")
     d.set_defaults(fn=cmd_demo)
+
+    for name, fn, text in (
+            ("visrl-generate", cmd_visrl_generate, "VisRL preference pairs: K attempts x 2 two-turn trajectories per "
+                                                  "Visual-CoT item, judged and filtered (0.8 / 0.2)"),
+            ("dpo", cmd_dpo, "step-level DPO on VisRL pairs (stage 1: box step; stage 2: 0.5 box + 0.5 answer)"),
+            ("visrl-online", cmd_visrl_online, "GRPO over two-turn focus trajectories (a GRPO recipe with a focus: "
+                                               "section)")):
+        v = sub.add_parser(name, help=text)
+        v.add_argument("--config", required=True, help="YAML recipe (configs/visrl_*.yaml)")
+        v.add_argument("overrides", nargs="*", help="key=value overrides (visrl-online: focus.<key>=value too)")
+        v.set_defaults(fn=fn)
 
     rc = sub.add_parser("racro-eval", help="RACRO inference: the VLM's tentative answer (qa.jsonl) and query-conditioned "
                                            "caption (caption.jsonl), a text reasoner's boxed answer (reason.jsonl); "

@@ -11,6 +11,16 @@ Boxes are ``(x1, y1, x2, y2)`` with x to the right and y down. Three frames meet
 
 Every conversion scales each axis by its own factor (the resize does not keep the aspect ratio
 exactly) and is a plain continuous scaling: no rounding, no clipping, no +1 pixel conventions.
+
+Two more frames meet in focus-region reasoning (VisRL, ``paddlemix_r1.focus``):
+
+* FOCUS: ``0..1`` on each axis relative to the ORIGINAL image (x / W, y / H), the box text of a
+  trajectory's first turn, written the same way by both model families. VisRL's generator crops with
+  exactly this convention (x * W, y * H), so its preference records are in this frame.
+* VISCOT: ``0..1`` relative to the side ``S = max(W, H)`` of the image padded to a square with
+  LLaVA's ``expand2square``, which pastes the image at the integer offset ``((S - W) // 2,
+  (S - H) // 2)``. Visual-CoT's box annotations (its ``gpt`` turns) are in this frame; on a
+  non-square image it differs from FOCUS (VisRL's crops mix the two).
 Sizes are always ``(width, height)``, the PIL order; note that ``smart_resize`` takes and returns
 ``(height, width)``.
 """
@@ -125,3 +135,69 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
         return 0.0
     iou = inter / union
     return iou if 0.0 <= iou <= 1.0 else 0.0
+
+
+def focus_to_original(box: Sequence[float], image_size: Sequence[int]) -> Box:
+    """FOCUS (0..1 per axis of the original image) -> original pixels."""
+    ow, oh = _check_size(image_size, "image_size")
+    return _scale(box, ow, oh)
+
+
+def original_to_focus(box: Sequence[float], image_size: Sequence[int]) -> Box:
+    """Original pixels -> FOCUS (inverse of the above)."""
+    ow, oh = _check_size(image_size, "image_size")
+    return _scale(box, 1.0 / ow, 1.0 / oh)
+
+
+def square_pad_offset(image_size: Sequence[int]) -> tuple[int, int, int]:
+    """``(S, dx, dy)`` of LLaVA's ``expand2square``: the square's side and where the image is pasted.
+
+    ``expand2square`` pastes at ``((S - W) // 2, 0)`` or ``(0, (S - H) // 2)``: integer division, so on an
+    odd difference the image sits half a pixel left of / above the centre."""
+    ow, oh = _check_size(image_size, "image_size")
+    w, h = int(ow), int(oh)
+    if (w, h) != (ow, oh):
+        raise ValueError(f"image_size must be whole pixels for the padded-square frame, got {image_size!r}")
+    side = max(w, h)
+    return side, (side - w) // 2, (side - h) // 2
+
+
+def viscot_to_original(box: Sequence[float], image_size: Sequence[int]) -> Box:
+    """VISCOT (0..1 of the padded square) -> original pixels: ``v * S - offset`` on each axis.
+
+    A box reaching into the padding comes out partly outside the image (negative or > W / H): the caller
+    decides whether to clip (``focus.boxes`` treats it as out of range)."""
+    side, dx, dy = square_pad_offset(image_size)
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return (x1 * side - dx, y1 * side - dy, x2 * side - dx, y2 * side - dy)
+
+
+def original_to_viscot(box: Sequence[float], image_size: Sequence[int]) -> Box:
+    """Original pixels -> VISCOT (inverse of the above)."""
+    side, dx, dy = square_pad_offset(image_size)
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return ((x1 + dx) / side, (y1 + dy) / side, (x2 + dx) / side, (y2 + dy) / side)
+
+
+def viscot_to_focus(box: Sequence[float], image_size: Sequence[int]) -> Box:
+    """VISCOT -> FOCUS, through original pixels (the conversion VisRL's crops leave out)."""
+    return original_to_focus(viscot_to_original(box, image_size), image_size)
+
+
+def focus_to_viscot(box: Sequence[float], image_size: Sequence[int]) -> Box:
+    """FOCUS -> VISCOT (inverse of the above)."""
+    return original_to_viscot(focus_to_original(box, image_size), image_size)
+
+
+def focus_to_model(
+    box: Sequence[float], model_family: str, image_size: Sequence[int], resized_size: Sequence[int] | None = None
+) -> Box:
+    """FOCUS -> the frame the model family writes REC boxes in (``original_box_to_model``)."""
+    return original_box_to_model(focus_to_original(box, image_size), model_family, image_size, resized_size)
+
+
+def model_to_focus(
+    box: Sequence[float], model_family: str, image_size: Sequence[int], resized_size: Sequence[int] | None = None
+) -> Box:
+    """A box in the model family's REC frame -> FOCUS (inverse of the above)."""
+    return original_to_focus(model_box_to_original(box, model_family, image_size, resized_size), image_size)

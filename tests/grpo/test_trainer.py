@@ -166,6 +166,8 @@ def test_config_yaml_and_overrides(tmp_path):
             continue  # RejectSampleConfig recipes (tests/grpo/test_reject_sample.py parses them)
         if os.path.basename(path).startswith("curr_reft_qwen"):
             continue  # CurriculumConfig recipes (tests/grpo/test_curriculum.py parses them)
+        if os.path.basename(path).startswith("visrl_"):
+            continue  # SFT / DPO / generation / focus-GRPO recipes (tests/focus/test_recipes.py parses them)
         GRPOConfig.load(path)  # every shipped recipe parses into the dataclass
     y = tmp_path / "c.yaml"
     y.write_text("num_generations: 4\nlearning_rate: 1.0e-5\nreward_funcs: [counting]\n")

@@ -1,0 +1,257 @@
+"""The CPU demo of focus-region reasoning (VisRL): ``paddlemix-r1 demo --recipe visrl``.
+
+The synthetic task: a 448 x 448 white picture holds one 96 x 96 striped square in one of its four
+quadrants; the question asks for its pattern (horizontal, vertical or checker: 8-pixel black and
+white stripes). The model sees every image at 56 x 56 (max_pixels), where the full picture shows the
+square only as a uniform grey block (its location is visible, its pattern is not: the stripes
+average out), while the crop of the right quadrant, seen at the same 56 x 56, shows the stripes.
+So the answer is legible only through a good focus box.
+
+1. a tiny random Qwen2.5-VL; train / test pictures;
+2. supervised warm-up (VisRL's SFT stage, but format-only for the box): turn 1 targets a RANDOM
+   quadrant box (the box format only), turn 2 targets the true pattern when the crop is the right
+   quadrant and a random one otherwise -> accuracy "before" (about 1/4 + 3/4 x 1/3 if the model
+   reads crops perfectly);
+3. offline: ``visrl-generate`` on the training pictures (K attempts x 2 trajectories, diversity rule,
+   rule judges, VisRL's filter) -> pairs -> stage-1 DPO (box step) -> stage-2 DPO (box + answer) ->
+   accuracy;
+4. online: GRPO over the same two-turn trajectories from the same warm-up model, reward = answer
+   correctness -> accuracy at the DPO run's generated-token budget and at the end.
+
+Accuracy is greedy two-turn decoding on the test pictures; "box hit" is the fraction of test boxes
+holding the whole striped square.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image
+
+from paddlemix_r1.focus.boxes import format_focus_box
+
+PATTERNS = ("horizontal", "vertical", "checker")
+QUESTION = "What is the pattern of the grey square?"
+CANVAS, MARK, STRIPE, VIEW = 448, 96, 8, 56
+QUADRANTS = [(0.0, 0.0, 0.5, 0.5), (0.5, 0.0, 1.0, 0.5), (0.0, 0.5, 0.5, 1.0), (0.5, 0.5, 1.0, 1.0)]
+
+
+@dataclass
+class VisrlDemoSettings:
+    train_rows: int = 96
+    test_rows: int = 48
+    sft_steps: int = 200
+    sft_learning_rate: float = 3e-3
+    attempts: int = 3
+    """K attempts x 2 trajectories per training picture in the self-generated data."""
+    gen_temperature: float = 1.0
+    """VisRL samples at 2; the tiny warm-up model's box text falls apart above 1."""
+    dpo_stage1_steps: int = 30
+    dpo_stage2_steps: int = 20
+    dpo_learning_rate: float = 2e-3
+    dpo_batch: int = 8
+    dpo_beta: float = 0.1
+    grpo_steps: int = 40
+    grpo_prompts: int = 4
+    grpo_generations: int = 4
+    grpo_learning_rate: float = 5e-4
+    grpo_beta: float = 0.04
+    seed: int = 0
+
+    @classmethod
+    def smoke(cls) -> VisrlDemoSettings:
+        return cls(train_rows=8, test_rows=4, sft_steps=4, attempts=2, dpo_stage1_steps=2, dpo_stage2_steps=1,
+                   dpo_batch=2, grpo_steps=2, grpo_prompts=2, grpo_generations=2)
+
+
+def striped_picture(pattern: str, quadrant: int, rng: np.random.Generator) -> tuple[Image.Image, tuple]:
+    """The picture and the square's FOCUS box. The square sits at offsets 8k + 4: at the full picture's 8x
+    reduction its 8-px stripes then fall half a stripe out of phase with the 56-px grid and average to a flat
+    grey, while the quadrant crop's 4x reduction keeps them as 2-px stripes (measured contrast ~1 vs ~100)."""
+    a = np.full((CANVAS, CANVAS), 255, np.uint8)
+    half = CANVAS // 2
+    ox = half * (quadrant % 2) + STRIPE * int(rng.integers(1, (half - MARK) // STRIPE - 1)) + STRIPE // 2
+    oy = half * (quadrant // 2) + STRIPE * int(rng.integers(1, (half - MARK) // STRIPE - 1)) + STRIPE // 2
+    yy, xx = np.mgrid[0:MARK, 0:MARK]
+    cells = {"horizontal": yy // STRIPE, "vertical": xx // STRIPE, "checker": yy // STRIPE + xx // STRIPE}[pattern]
+    a[oy:oy + MARK, ox:ox + MARK] = np.where(cells % 2 == 1, 0, 255)
+    box = (ox / CANVAS, oy / CANVAS, (ox + MARK) / CANVAS, (oy + MARK) / CANVAS)
+    return Image.fromarray(a).convert("RGB"), box
+
+
+def make_rows(n: int, seed: int, image_dir: str) -> list[dict]:
+    """Rows in the focus_vqa format (images saved as PNG: the generator's records point at files)."""
+    os.makedirs(image_dir, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        pattern, quadrant = PATTERNS[int(rng.integers(3))], int(rng.integers(4))
+        img, box = striped_picture(pattern, quadrant, rng)
+        path = os.path.join(image_dir, f"{i:04d}.png")
+        img.save(path)
+        rows.append({"id": f"{os.path.basename(image_dir)}/{i}", "images": [path], "problem": QUESTION,
+                     "solution": pattern, "task": "focus_vqa", "evidence": list(box), "quadrant": quadrant})
+    return rows
+
+
+def quadrant_text(q: int) -> str:
+    return format_focus_box(QUADRANTS[q], decimals=1)
+
+
+def evaluate(model, processor, rows: list[dict], batch: int = 16) -> dict:
+    """Greedy two-turn trajectories: answer accuracy, box hit rate, usable-box rate, generated tokens."""
+    from paddlemix_r1.focus.boxes import coverage
+    from paddlemix_r1.focus.judges import answer_correct
+    from paddlemix_r1.focus.trajectory import rollout_trajectories
+
+    correct = hit = usable = tokens = 0
+    for s in range(0, len(rows), batch):
+        part = rows[s:s + batch]
+        tr = rollout_trajectories(model, processor, [r["problem"] for r in part], [r["images"][0] for r in part],
+                                  1, max_box_tokens=24, max_answer_tokens=8, do_sample=False)
+        tokens += tr.generated_tokens
+        for r, b, a in zip(part, tr.boxes, tr.answers):
+            usable += b.ok
+            hit += b.ok and coverage(b.focus, r["evidence"]) >= 0.999
+            correct += a is not None and answer_correct(a, r["solution"]) == 1.0
+    n = len(rows)
+    return {"accuracy": correct / n, "box_hit": hit / n, "usable_box": usable / n, "n": n, "eval_tokens": tokens}
+
+
+def _sft_rows(rows: list[dict]) -> list[dict]:
+    """Per picture: one box example and two answer examples (the right quadrant's crop, a wrong one's)."""
+    from paddlemix_r1.focus.boxes import check_focus_box, crop_image
+    from paddlemix_r1.focus.trajectory import answer_conversation, box_conversation
+
+    out = []
+    rng = np.random.default_rng(1234)
+    for r in rows:
+        full = Image.open(r["images"][0]).convert("RGB")
+        out.append({"images": [full], "conv": box_conversation(r["problem"]), "kind": "box"})
+        wrong = int(rng.choice([q for q in range(4) if q != r["quadrant"]]))
+        for q in (r["quadrant"], wrong):
+            crop = crop_image(full, check_focus_box(QUADRANTS[q], full.size))
+            out.append({"images": [full, crop], "conv": answer_conversation(r["problem"], quadrant_text(q)),
+                        "kind": "answer", "gold": r["solution"] if q == r["quadrant"] else None})
+    return out
+
+
+def run_visrl_demo(output_dir: str, settings: VisrlDemoSettings | None = None) -> dict:
+    import paddle
+
+    from paddlemix_r1.demo import build_demo_model
+    from paddlemix_r1.focus.online import FocusGRPOTrainer, FocusOptions
+    from paddlemix_r1.focus.selfgen import GenerateConfig, run_generate
+    from paddlemix_r1.grpo.config import GRPOConfig
+    from paddlemix_r1.grpo.dpo_train import DPOTrainConfig, DPOTrainer, read_pairs
+    from paddlemix_r1.grpo.sft import run_sft
+    from paddlemix_r1.models import from_pretrained
+    from paddlemix_r1.processing import Processor
+
+    s = settings or VisrlDemoSettings()
+    t_start = time.perf_counter()
+    os.makedirs(output_dir, exist_ok=True)
+    paddle.seed(s.seed)
+    base = build_demo_model(output_dir, s.seed, VIEW)
+    train = make_rows(s.train_rows, s.seed + 1, os.path.join(output_dir, "data", "train"))
+    test = make_rows(s.test_rows, s.seed + 2, os.path.join(output_dir, "data", "test"))
+    proc = Processor.from_pretrained(base)
+    model = from_pretrained(base)
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    print(f"[visrl demo] warm-up, {s.sft_steps} steps (random boxes; answers true under the right crop)")
+
+    def answer(r, rng):
+        if r["kind"] == "box":
+            return quadrant_text(int(rng.integers(4)))
+        return r["gold"] if r["gold"] is not None else PATTERNS[int(rng.integers(3))]
+
+    sft_losses = run_sft(model, proc, _sft_rows(train), lambda r: r["conv"], answer, steps=s.sft_steps,
+                         batch_size=12, learning_rate=s.sft_learning_rate, seed=s.seed)
+    sft_dir = os.path.join(output_dir, "sft-model")
+    model.save_pretrained(sft_dir)
+    proc.save_pretrained(sft_dir)
+    before = evaluate(model, proc, test)
+    timings["sft"] = time.perf_counter() - t0
+    print(f"[visrl demo] warm-up model: accuracy {before['accuracy']:.3f}, box hit {before['box_hit']:.3f}")
+
+    # ----- offline: self-generated pairs, stage-1 then stage-2 DPO -----
+    t0 = time.perf_counter()
+    gen = run_generate(GenerateConfig(model_path=sft_dir, output=os.path.join(output_dir, "pairs.json"),
+                                      attempts=s.attempts, temperature=s.gen_temperature, max_box_tokens=24,
+                                      max_answer_tokens=8, batch_size=16, seed=s.seed),
+                       items=[{"id": r["id"], "image": r["images"][0], "question": r["problem"],
+                               "answer": r["solution"], "evidence": tuple(r["evidence"])} for r in train],
+                       model=model, processor=proc)
+    timings["generate"] = time.perf_counter() - t0
+    print(f"[visrl demo] {len(gen.records)} pairs from {gen.items} pictures x {2 * s.attempts} trajectories "
+          f"({gen.generated_tokens} generated tokens)")
+    dpo = {"pairs": len(gen.records), "generated_tokens": gen.generated_tokens}
+    start = sft_dir
+    t0 = time.perf_counter()
+    if gen.records:
+        pairs = read_pairs([gen.output])
+        for stage, steps in ((1, s.dpo_stage1_steps), (2, s.dpo_stage2_steps)):
+            cfg = DPOTrainConfig(model_name_or_path=start, output_dir=os.path.join(output_dir, f"dpo-stage{stage}"),
+                                 stage=stage, beta=s.dpo_beta, learning_rate=s.dpo_learning_rate, max_steps=steps,
+                                 per_device_batch_size=s.dpo_batch, gradient_accumulation_steps=1, save_steps=0,
+                                 save_total_limit=1, seed=s.seed, logging_steps=10)
+            trainer = DPOTrainer(cfg, pairs=pairs)
+            history = trainer.train()
+            start = os.path.join(cfg.output_dir, f"checkpoint-{trainer.step}", "model")
+            dpo[f"stage{stage}"] = {**evaluate(from_pretrained(start), proc, test),
+                                    "final_loss": history[-1]["loss"] if history else None}
+            print(f"[visrl demo] after stage-{stage} DPO: accuracy {dpo[f'stage{stage}']['accuracy']:.3f}, "
+                  f"box hit {dpo[f'stage{stage}']['box_hit']:.3f}")
+    timings["dpo"] = time.perf_counter() - t0
+
+    # ----- online: GRPO over the same trajectories, from the same warm-up model -----
+    t0 = time.perf_counter()
+    grpo_cfg = GRPOConfig(model_name_or_path=sft_dir, output_dir=os.path.join(output_dir, "grpo"), task="focus_vqa",
+                          reward_funcs=["focus_answer"], reward_weights=[1.0], loss_type="dapo", beta=s.grpo_beta,
+                          num_generations=s.grpo_generations, prompts_per_step=s.grpo_prompts,
+                          max_completion_length=8, learning_rate=s.grpo_learning_rate, max_steps=s.grpo_steps,
+                          save_steps=0, save_total_limit=1, seed=s.seed, log_completions_steps=0, visualdl=False,
+                          progress_bar=False)
+    trainer = FocusGRPOTrainer(grpo_cfg, FocusOptions(max_box_tokens=24), dataset=train)
+    grpo: dict = {}
+    while trainer.step < s.grpo_steps:
+        trainer.train(num_steps=1)
+        if "at_dpo_tokens" not in grpo and gen.generated_tokens and trainer.generated_tokens >= gen.generated_tokens:
+            grpo["at_dpo_tokens"] = {**evaluate(trainer.model, proc, test), "step": trainer.step,
+                                     "generated_tokens": trainer.generated_tokens}
+    grpo["final"] = {**evaluate(trainer.model, proc, test), "step": trainer.step,
+                     "generated_tokens": trainer.generated_tokens}
+    grpo["reward_curve"] = [h["reward"] for h in trainer.history]
+    timings["grpo"] = time.perf_counter() - t0
+
+    summary = {"before": before, "dpo": dpo, "grpo": grpo, "sft_loss": sft_losses[-5:],
+               "seconds": round(time.perf_counter() - t_start, 1), "timings": {k: round(v, 1) for k, v in timings.items()},
+               "settings": asdict(s)}
+    with open(os.path.join(output_dir, "summary.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+    print(format_table(summary))
+    return summary
+
+
+def format_table(summary: dict) -> str:
+    lines = [" model                          accuracy  box hit  generated tokens"]
+    b = summary["before"]
+    lines.append(f" warm-up (SFT)                  {b['accuracy']:.3f}     {b['box_hit']:.3f}    0")
+    dpo = summary["dpo"]
+    for stage in ("stage1", "stage2"):
+        if stage in dpo:
+            lines.append(f" DPO {stage.replace('stage', 'stage ')}                    {dpo[stage]['accuracy']:.3f}     "
+                         f"{dpo[stage]['box_hit']:.3f}    {dpo['generated_tokens']}")
+    for key, label in (("at_dpo_tokens", "GRPO at the DPO token budget"), ("final", "GRPO final")):
+        if key in summary["grpo"]:
+            g = summary["grpo"][key]
+            lines.append(f" {label:<30} {g['accuracy']:.3f}     {g['box_hit']:.3f}    {g['generated_tokens']}"
+                         f" (step {g['step']})")
+    lines.append(f" [{summary['seconds']} s]")
+    return "\n".join(lines)
