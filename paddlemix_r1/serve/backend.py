@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 VISION_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
+TEXT_FAMILIES = ("qwen2",)  # Qwen2ForCausalLM layout: R1-Distill-Qwen, Qwen2.5-Instruct (models/qwen2.py)
 DEFAULT_CONTEXT = 32768  # Qwen2-VL's max_position_embeddings, for configs that do not say
 
 
@@ -53,6 +54,9 @@ class ChatModel:
 
     def encode(self, messages: list[dict[str, Any]], images: list[Any]) -> PreparedPrompt:
         """One conversation (the Processor's message format, ``{"type": "image"}`` placeholders) -> ids."""
+        if not self.supports_images:
+            # A text model's chat template reads each message's content as one string (Qwen2's does).
+            messages = [{**m, "content": _text_of(m["content"])} for m in messages]
         out = self.processor([messages], [images] if images else None, return_tensors="np")
         mask = out["attention_mask"][0].astype(bool)
         return PreparedPrompt(out["input_ids"][0][mask], out.get("pixel_values"), out.get("image_grid_thw"))
@@ -79,6 +83,13 @@ class ChatModel:
         return self.processor.decode(ids, skip_special_tokens=True)
 
 
+def _text_of(content: Any) -> str:
+    """A message's content as one string: its text parts joined (the schema has refused image parts)."""
+    if isinstance(content, str):
+        return content
+    return "".join(part["text"] for part in content if part.get("type") == "text")
+
+
 def context_length(config_json: dict[str, Any]) -> int:
     """``max_position_embeddings`` of either config layout (flat, or under ``text_config``)."""
     for d in (config_json, config_json.get("text_config") or {}):
@@ -88,22 +99,25 @@ def context_length(config_json: dict[str, Any]) -> int:
 
 
 def load_chat_model(model_path: str, name: str, dtype: str = "float32", max_model_len: int | None = None) -> ChatModel:
-    """Load a Qwen2-VL / Qwen2.5-VL checkpoint for serving."""
+    """Load a Qwen2-VL / Qwen2.5-VL checkpoint, or a text-only Qwen2 causal LM, for serving."""
     config_file = os.path.join(model_path, "config.json")
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"no config.json in {model_path}: not a checkpoint directory")
     with open(config_file, encoding="utf-8") as f:
         config_json = json.load(f)
     model_type = config_json.get("model_type")
-    if model_type not in VISION_FAMILIES:
-        raise ValueError(f"{config_file}: model_type {model_type!r}; the server serves {VISION_FAMILIES}")
+    if model_type is None and "Qwen2ForCausalLM" in (config_json.get("architectures") or []):
+        model_type = "qwen2"  # as models.config reads a text config without model_type
+    if model_type not in VISION_FAMILIES + TEXT_FAMILIES:
+        raise ValueError(f"{config_file}: model_type {model_type!r}; the server serves "
+                         f"{VISION_FAMILIES + TEXT_FAMILIES}")
     from paddlemix_r1.models import from_pretrained
-    from paddlemix_r1.processing import Processor
+    from paddlemix_r1.processing.processor import load_processor
 
     limit = context_length(config_json)
     if max_model_len is not None:
         if max_model_len > limit:
             raise ValueError(f"max_model_len {max_model_len} exceeds the checkpoint's max_position_embeddings {limit}")
         limit = max_model_len
-    return ChatModel(from_pretrained(model_path, dtype=dtype), Processor.from_pretrained(model_path), name,
-                     max_model_len=limit, supports_images=True)
+    return ChatModel(from_pretrained(model_path, dtype=dtype), load_processor(model_path), name,
+                     max_model_len=limit, supports_images=model_type in VISION_FAMILIES)
