@@ -127,6 +127,8 @@ def run_sides(script: str, argv: list[str], threads: int, rounds: int = 3) -> di
 
 
 def paddle_side_setup(repo: str) -> None:
-    """Import the library from this checkout (CPU runtime defaults are set on import)."""
+    """Import the library from this checkout and apply its CPU runtime settings (before paddle is imported)."""
     sys.path.insert(0, repo)
-    import paddlemix_r1  # noqa: F401
+    import paddlemix_r1
+
+    paddlemix_r1.configure_runtime()

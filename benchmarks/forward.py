@@ -4,7 +4,7 @@ same inputs, measured in one run. Prints a ratio ours / transformers (target <= 
     python benchmarks/forward.py [--family qwen2_vl] [--hidden 512] [--layers 4] [--vision_depth 4]
 
 Both frameworks get the same thread count (the machine's cores) and Paddle gets
-MKL_DEBUG_CPU_TYPE=5 on AMD CPUs (set by paddlemix_r1 on import; see DESIGN.md §6). Each side runs in its own
+MKL_DEBUG_CPU_TYPE=5 on AMD CPUs (set by paddlemix_r1.configure_runtime(); see DESIGN.md §6). Each side runs in its own
 subprocess so the two runtimes do not share thread pools.
 """
 

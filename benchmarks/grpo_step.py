@@ -197,7 +197,9 @@ def run_ours(args, work: str) -> dict:
     sys.path.insert(0, REPO)
     from PIL import Image
 
-    import paddlemix_r1  # noqa: F401  (CPU runtime defaults, before paddle is imported)
+    import paddlemix_r1
+
+    paddlemix_r1.configure_runtime()  # CPU runtime settings, before paddle is imported
     from paddlemix_r1.grpo.config import GRPOConfig
     from paddlemix_r1.grpo.trainer import GRPOTrainer
     from paddlemix_r1.rewards import register_reward

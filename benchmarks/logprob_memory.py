@@ -46,7 +46,9 @@ def _rss_bytes() -> int:
 
 
 def worker(args: argparse.Namespace) -> None:
-    import paddlemix_r1  # noqa: F401, I001  first: CPU runtime defaults (threads, MKL dispatch) before paddle
+    import paddlemix_r1  # noqa: I001  first: CPU runtime settings (threads, MKL dispatch) before paddle
+
+    paddlemix_r1.configure_runtime()
     import numpy as np
     import paddle
     from paddle.base import core

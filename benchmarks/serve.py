@@ -35,7 +35,9 @@ sys.path.insert(0, REPO)
 
 from grpo_step import busy_core_seconds  # noqa: E402  (imports no paddle)
 
-import paddlemix_r1  # noqa: E402,F401  first: CPU runtime defaults (threads, MKL dispatch) before paddle
+import paddlemix_r1  # noqa: E402  first: CPU runtime settings (threads, MKL dispatch) before paddle
+
+paddlemix_r1.configure_runtime()
 
 
 def header(threads: int) -> str:

@@ -9,7 +9,11 @@ with boxes in original image pixels.
         --test_datasets ovd_test --method r1 --batch_size 8
 """
 
-from paddlemix_r1.eval.cli import main_ovd
+import paddlemix_r1
+
+paddlemix_r1.configure_runtime()  # CPU runtime settings, before the evaluator imports paddle
+
+from paddlemix_r1.eval.cli import main_ovd  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main_ovd())

@@ -4,7 +4,11 @@
         --test_datasets superclevr_test200_counting_problems --method r1 --batch_size 32
 """
 
-from paddlemix_r1.eval.cli import main_r1v
+import paddlemix_r1
+
+paddlemix_r1.configure_runtime()  # CPU runtime settings, before the evaluator imports paddle
+
+from paddlemix_r1.eval.cli import main_r1v  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main_r1v())

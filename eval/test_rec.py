@@ -4,7 +4,11 @@
         --test_datasets refcoco_val refcocop_val refcocog_val --method r1 --batch_size 32 --sample_num 500
 """
 
-from paddlemix_r1.eval.cli import main_rec
+import paddlemix_r1
+
+paddlemix_r1.configure_runtime()  # CPU runtime settings, before the evaluator imports paddle
+
+from paddlemix_r1.eval.cli import main_rec  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main_rec())

@@ -1,14 +1,26 @@
-"""Process start-up settings that must be in place before paddle is imported.
+"""Process settings for fast CPU runs, applied by one explicit call: ``configure_runtime()``.
 
-Paddle's CPU build uses Intel MKL, which on AMD cores picks slow generic kernels unless
-``MKL_DEBUG_CPU_TYPE=5`` is set (set here on AMD CPUs only), and which runs one thread unless told
-otherwise (``MKL_NUM_THREADS`` = cores, divided among the ranks of this node under the launcher).
-Both are defaults; a value the user already exported wins. ``SETTINGS`` records what was set.
+Importing ``paddlemix_r1`` changes nothing in the process. The ``paddlemix-r1`` command line, the
+``eval/`` scripts, the benchmarks and the test suite call ``configure_runtime()`` first; a user of the
+library calls it too, as the first thing in a script or notebook (``paddlemix_r1.configure_runtime()``).
+It returns what it set, ``runtime_settings()`` returns the same later, and ``restore_runtime()``
+undoes it. Why not at import: a notebook that already imported paddle would have its own Paddle
+code switched to copying views (the stride flag below) and its allocator retuned by an import line,
+and the MKL variables could not take effect there anyway.
 
-Paddle's CPU allocator takes every tensor from glibc ``malloc``. By default glibc serves blocks over
-128 KiB-32 MiB with fresh ``mmap`` pages and unmaps them on free, so each large activation of a
-forward or backward pass page-faults its memory in again: adding two (2048, 1408) fp32 tensors took
-5.3 ms, 0.77 ms once freed blocks are reused. ``configure_malloc`` keeps them in the heap.
+What it sets, each only where the user has not set it:
+
+- ``MKL_DEBUG_CPU_TYPE=5`` on AMD CPUs and ``MKL_NUM_THREADS`` (environment variables; only before
+  paddle is imported, since MKL reads them when Paddle loads, so call it before ``import paddle``).
+  Paddle's CPU build uses Intel MKL, which on AMD cores picks slow generic kernels unless
+  ``MKL_DEBUG_CPU_TYPE=5`` is set, and which runs one thread unless told otherwise (``MKL_NUM_THREADS``
+  = cores, divided among the ranks of this node under the launcher).
+- glibc ``malloc`` thresholds (``configure_malloc``). Paddle's CPU allocator takes every tensor from
+  glibc ``malloc``. By default glibc serves blocks over 128 KiB-32 MiB with fresh ``mmap`` pages and
+  unmaps them on free, so each large activation of a forward or backward pass page-faults its memory
+  in again: adding two (2048, 1408) fp32 tensors took 5.3 ms, 0.77 ms once freed blocks are reused.
+- Paddle's ``FLAGS_use_stride_kernel`` off on CPU builds (``configure_paddle``): with strided views on,
+  any op reading a transposed view takes a slow generic path.
 """
 
 from __future__ import annotations
@@ -28,8 +40,8 @@ INSTALL_HINT = ('CPU: pip install "paddlemix_r1[cpu]" (or pip install -e ".[cpu]
 
 def check_paddle_installed() -> None:
     """Fail at import with what to install when Paddle is missing or older than 3.3 (the package does not
-    require a Paddle distribution: see setup.py). Reads the version without importing paddle, so the
-    runtime settings below still come first."""
+    require a Paddle distribution: see setup.py). Reads the version without importing paddle, so
+    ``configure_runtime`` can still come before it."""
     from importlib import metadata
 
     versions = {}
@@ -54,8 +66,10 @@ def check_paddle_installed() -> None:
             raise ImportError(f"paddlemix_r1 needs PaddlePaddle >= 3.3, found {dist} {version}. {INSTALL_HINT}")
 
 
-# What ``configure_cpu_runtime`` set in this process (variable -> value), for ``paddlemix-r1 doctor``.
+# What ``configure_runtime`` set in this process (setting -> value), for ``paddlemix-r1 doctor``.
 SETTINGS: dict[str, str] = {}
+# What ``restore_runtime`` puts back: the Paddle flag's value before ``configure_runtime`` changed it.
+_PREVIOUS_FLAGS: dict[str, bool] = {}
 
 
 def cpu_vendor() -> str:
@@ -86,26 +100,63 @@ def _set_default(name: str, value: str) -> None:
         SETTINGS[name] = value
 
 
-def configure_cpu_runtime() -> None:
-    configure_malloc()  # takes effect for allocations made from now on, whenever it is called
-    if "paddle" in sys.modules:
-        # Too late to influence MKL's dispatch; keep whatever the process has.
-        return
-    # Paddle warns at import that ccache (a build tool) is missing; irrelevant to users of the wheel.
-    warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
-    if cpu_vendor() == "AuthenticAMD":
-        # MKL picks its slow generic kernels on AMD cores unless told they do AVX2. On Intel the same
-        # setting forces the AVX2 path over AVX-512 (measured: 177 -> 101 GFLOP/s for a 1024^2 matmul).
-        _set_default("MKL_DEBUG_CPU_TYPE", "5")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    # MKL's own thread count, not OMP_NUM_THREADS: Paddle prints a data-parallel warning at import for
-    # any OMP_NUM_THREADS > 1, while MKL_NUM_THREADS alone gives its GEMMs all cores just the same.
-    _set_default("MKL_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", str(threads_per_process(cores, os.environ))))
+def configure_runtime() -> dict[str, str]:
+    """Apply the CPU runtime settings of this module's docstring and return what was set (setting -> value).
+
+    Each setting the user made (an exported variable, ``PADDLEMIX_R1_MALLOC=0``, ``FLAGS_use_stride_kernel``)
+    wins. The MKL variables are set only when paddle has not been imported yet. Calling it again is harmless.
+    """
+    if "paddle" not in sys.modules:
+        # Paddle warns at import that ccache (a build tool) is missing; irrelevant to users of the wheel.
+        warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
+        if cpu_vendor() == "AuthenticAMD":
+            # MKL picks its slow generic kernels on AMD cores unless told they do AVX2. On Intel the same
+            # setting forces the AVX2 path over AVX-512 (measured: 177 -> 101 GFLOP/s for a 1024^2 matmul).
+            _set_default("MKL_DEBUG_CPU_TYPE", "5")
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        # MKL's own thread count, not OMP_NUM_THREADS: Paddle prints a data-parallel warning at import for
+        # any OMP_NUM_THREADS > 1, while MKL_NUM_THREADS alone gives its GEMMs all cores just the same.
+        _set_default("MKL_NUM_THREADS",
+                     os.environ.get("OMP_NUM_THREADS", str(threads_per_process(cores, os.environ))))
+    if configure_malloc():
+        SETTINGS["malloc"] = f"mallopt mmap/trim thresholds {HEAP_KEEP_BYTES >> 20} MiB"
+    if configure_paddle():
+        SETTINGS["FLAGS_use_stride_kernel"] = "False"
+    return runtime_settings()
+
+
+def runtime_settings() -> dict[str, str]:
+    """What ``configure_runtime`` set in this process (empty if it was not called, or set nothing)."""
+    return dict(SETTINGS)
+
+
+def restore_runtime() -> dict[str, str]:
+    """Undo ``configure_runtime`` and return what it had set.
+
+    The environment variables it set are removed (Paddle has read them already if it was imported
+    since: they then only stop reaching child processes), the Paddle flag gets its earlier value back,
+    and glibc's mmap and trim thresholds their documented defaults of 128 KiB (glibc's own adjustment
+    of the mmap threshold as blocks are freed stays off, as after any ``mallopt`` call).
+    """
+    undone = runtime_settings()
+    for name in ("MKL_DEBUG_CPU_TYPE", "MKL_NUM_THREADS"):
+        if name in SETTINGS and os.environ.get(name) == SETTINGS[name]:
+            del os.environ[name]
+    if "malloc" in SETTINGS:
+        _mallopt(GLIBC_DEFAULT_THRESHOLD_BYTES)
+    if _PREVIOUS_FLAGS:
+        import paddle
+
+        paddle.set_flags(dict(_PREVIOUS_FLAGS))
+        _PREVIOUS_FLAGS.clear()
+    SETTINGS.clear()
+    return undone
 
 
 # mallopt(3) parameters of glibc
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 HEAP_KEEP_BYTES = 1 << 30
+GLIBC_DEFAULT_THRESHOLD_BYTES = 128 * 1024  # M_MMAP_THRESHOLD and M_TRIM_THRESHOLD, mallopt(3)
 
 
 def configure_malloc() -> bool:
@@ -121,19 +172,24 @@ def configure_malloc() -> bool:
         k in os.environ for k in ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
     ):
         return False
+    return _mallopt(HEAP_KEEP_BYTES)
+
+
+def _mallopt(threshold: int) -> bool:
+    """Set glibc's mmap and trim thresholds; False off glibc or if glibc refused."""
     name = ctypes.util.find_library("c")
     if not sys.platform.startswith("linux") or name is None:
         return False
     libc = ctypes.CDLL(name)
     if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
         return False  # not glibc (musl has no mallopt tunables of this kind)
-    ok = libc.mallopt(_M_MMAP_THRESHOLD, HEAP_KEEP_BYTES) == 1
-    ok = libc.mallopt(_M_TRIM_THRESHOLD, HEAP_KEEP_BYTES) == 1 and ok
+    ok = libc.mallopt(_M_MMAP_THRESHOLD, threshold) == 1
+    ok = libc.mallopt(_M_TRIM_THRESHOLD, threshold) == 1 and ok
     return ok
 
 
-def configure_paddle() -> None:
-    """On CPU builds, turn Paddle's strided (view) kernels off unless the user set the flag.
+def configure_paddle() -> bool:
+    """On CPU builds, turn Paddle's strided (view) kernels off unless the user set the flag; True if it did.
 
     With them on, any op reading a transposed view takes a slow generic path: adding 0 to a
     transposed (8, 300, 2, 64) tensor costs 2.9 ms instead of 0.11 ms on this machine, which made
@@ -141,8 +197,12 @@ def configure_paddle() -> None:
     """
     import paddle
 
-    if not paddle.is_compiled_with_cuda() and "FLAGS_use_stride_kernel" not in os.environ:
-        paddle.set_flags({"FLAGS_use_stride_kernel": False})
+    if paddle.is_compiled_with_cuda() or "FLAGS_use_stride_kernel" in os.environ:
+        return False
+    before = paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"]
+    _PREVIOUS_FLAGS.setdefault("FLAGS_use_stride_kernel", before)
+    paddle.set_flags({"FLAGS_use_stride_kernel": False})
+    return True
 
 
 @contextlib.contextmanager

@@ -364,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from paddlemix_r1 import configure_runtime
+
+    configure_runtime()  # before the subcommand imports paddle: MKL reads its variables when Paddle loads
     return args.fn(args)
 
 

@@ -87,40 +87,40 @@ def _evaluate(model_dir: str, data_dir: str, out_dir: str, label: str) -> dict:
 
 def plot_curve(values: list[float], path: str, title: str,
                segments: list[tuple[int, str]] | None = None) -> None:
-    """A small line plot drawn with PIL (no plotting dependency): the values, and a 5-point moving average.
+    """Write a PNG line plot of per-step rewards: the raw values and a 5-step moving average, with axes.
 
     ``segments``: (first index, label) of consecutive parts (curriculum stages): each is smoothed on
-    its own and its start is marked with a vertical line and its label.
+    its own and its start is marked with a vertical line and its label. Drawn on a ``Figure`` with the
+    Agg canvas, not through ``pyplot``, so the caller's backend and open figures are left alone.
     """
-    from PIL import Image, ImageDraw
+    from matplotlib.figure import Figure
 
-    w, h, pad = 640, 360, 40
-    img = Image.new("RGB", (w, h), "white")
-    d = ImageDraw.Draw(img)
-    d.rectangle([pad, pad, w - pad, h - pad], outline=(0, 0, 0))
-    lo, hi = min(values + [0.0]), max(values + [1e-6])
-    span = hi - lo or 1.0
-
-    def xy(i, v):
-        return pad + (w - 2 * pad) * i / max(1, len(values) - 1), h - pad - (h - 2 * pad) * (v - lo) / span
-
-    d.line([xy(i, v) for i, v in enumerate(values)], fill=(170, 190, 230), width=1)
+    steps = np.arange(1, len(values) + 1)
+    fig = Figure(figsize=(6.4, 3.6), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(steps, values, color="#a8bde6", linewidth=1, marker="." if len(values) < 40 else None, label="per step")
     bounds = [(0, len(values), None)] if not segments else [
         (start, segments[k + 1][0] if k + 1 < len(segments) else len(values), label)
         for k, (start, label) in enumerate(segments)]
+    smoothed_label = "5-step moving average"
     for start, stop, label in bounds:
         part = values[start:stop]
-        smooth = np.convolve(part, np.ones(5) / 5, mode="valid").tolist() if len(part) >= 5 else part
-        offset = start + (len(part) - len(smooth)) / 2
-        if len(smooth) > 1:
-            d.line([xy(offset + i, v) for i, v in enumerate(smooth)], fill=(30, 70, 200), width=3)
+        if len(part) >= 5:
+            smooth = np.convolve(part, np.ones(5) / 5, mode="valid")
+            x = steps[start:stop][2:-2]  # each average sits at the middle of its 5 steps
+            ax.plot(x, smooth, color="#1e46c8", linewidth=2.5, label=smoothed_label)
+            smoothed_label = None  # one legend entry for all segments
         if label is not None:
-            x0 = xy(start, lo)[0]
-            d.line([(x0, pad), (x0, h - pad)], fill=(200, 60, 60), width=1)
-            d.text((x0 + 4, pad + 4), label, fill=(200, 60, 60))
-    d.text((pad, 12), title, fill=(0, 0, 0))
-    d.text((pad, h - pad + 8), f"step 1 .. {len(values)}    reward {lo:.2f} .. {hi:.2f}", fill=(0, 0, 0))
-    img.save(path)
+            ax.axvline(start + 0.5, color="#c83c3c", linewidth=1)
+            ax.annotate(label, (start + 0.5, 1), xycoords=("data", "axes fraction"), xytext=(4, -4),
+                        textcoords="offset points", va="top", color="#c83c3c", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("mean reward")
+    ax.set_xlim(0.5, len(values) + 0.5)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.savefig(path)
 
 
 def build_demo_model(output_dir: str, seed: int, image: int) -> str:

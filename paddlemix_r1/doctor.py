@@ -174,17 +174,16 @@ def cpu_info(cpuinfo_path: str = "/proc/cpuinfo") -> dict[str, Any]:
 
 
 def _malloc_setting() -> str:
-    """What ``_runtime.configure_malloc`` did at import (calling it again re-applies the same values)."""
-    from paddlemix_r1._runtime import HEAP_KEEP_BYTES, configure_malloc
-
+    """What ``paddlemix_r1.configure_runtime`` did to malloc in this process, or why it left it alone."""
     if os.environ.get("PADDLEMIX_R1_MALLOC", "1") == "0":
         return "glibc default (PADDLEMIX_R1_MALLOC=0)"
     user = [k for k in ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_") if k in os.environ]
     if user:
         return "the user's: " + ", ".join(f"{k}={os.environ[k]}" for k in user)
-    if configure_malloc():
-        return f"mallopt mmap/trim thresholds {HEAP_KEEP_BYTES >> 20} MiB (paddlemix_r1)"
-    return "glibc default (not glibc, or mallopt refused)"
+    set_here = paddlemix_r1.runtime_settings().get("malloc")
+    if set_here:
+        return f"{set_here} (paddlemix_r1)"
+    return "glibc default (configure_runtime not called, not glibc, or mallopt refused)"
 
 
 def _gpus() -> list[dict[str, Any]]:
@@ -260,6 +259,7 @@ def collect_environment() -> dict[str, Any]:
             **{k: os.environ.get(k) for k in ("MKL_DEBUG_CPU_TYPE", "MKL_NUM_THREADS", "OMP_NUM_THREADS",
                                               "CUDA_VISIBLE_DEVICES", "PADDLEMIX_R1_CPU_KERNELS")},
             "malloc": _malloc_setting(),
+            "set_by_paddlemix_r1": paddlemix_r1.runtime_settings(),
             "FLAGS_use_stride_kernel": paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"],
             "paddle_device": paddle.get_device(),
         },
@@ -297,7 +297,9 @@ def format_environment(env: dict[str, Any]) -> str:
         f"cpu       {c['model']} ({c['vendor']}), {c['cores']} cores usable; {isa}",
         f"runtime   MKL_DEBUG_CPU_TYPE={r['MKL_DEBUG_CPU_TYPE']}, MKL_NUM_THREADS={r['MKL_NUM_THREADS']}, "
         f"OMP_NUM_THREADS={r['OMP_NUM_THREADS']}, malloc: {r['malloc']}, "
-        f"FLAGS_use_stride_kernel={r['FLAGS_use_stride_kernel']}, device {r['paddle_device']}",
+        f"FLAGS_use_stride_kernel={r['FLAGS_use_stride_kernel']}, device {r['paddle_device']}; "
+        "set by paddlemix_r1.configure_runtime: "
+        + (", ".join(f"{k}={v}" for k, v in r["set_by_paddlemix_r1"].items()) or "nothing"),
         f"kernels   CPU: {env['cpu_kernels']['status']} ({env['cpu_kernels']['seconds']:.1f} s)",
         f"gpus      {gpus}",
         "dispatch  " + ", ".join(f"{op}={d['uses']}" for op, d in env["dispatch"].items()),
@@ -1056,7 +1058,7 @@ def measure_decoder_layer(cfg, tokens: int, dtype: str, counters: MemoryCounters
     def step() -> None:
         x = paddle.randn([1, tokens, cfg.hidden_size]).astype(dtype)
         x.stop_gradient = False
-        y = layer(x, cos, sin, mask, None, 0)
+        y = layer(x, cos, sin, mask, None, 0)[0]  # (1, L, H); the layer also returns its keys/values
         y.backward(paddle.ones_like(y))
 
     step()  # warm-up: parameter gradients allocated
@@ -1189,6 +1191,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="gpu", help=argparse.SUPPRESS)
     p.add_argument("--dtype", default="bfloat16", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    paddlemix_r1.configure_runtime()  # the CLI's settings: this is also the launched worker's entry point
     if args.worker:
         if not (args.model and args.work):
             p.error("--worker needs --model and --work")

@@ -1,6 +1,9 @@
 """Reference side of the parity tests: tiny random transformers checkpoints and their fp32 outputs.
 
-Only tests import this module (torch and transformers are test dependencies).
+Only tests import this module (torch and transformers are test dependencies). Unlike the TRL reference
+(tests/grpo/trl_reference.py, a subprocess), this one runs in the test process: a checkpoint is loaded once
+and compared in place, and no Paddle-side import changes what transformers computes here. The library itself
+never imports torch (tests/test_install.py checks it).
 """
 
 from __future__ import annotations

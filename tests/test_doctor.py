@@ -169,6 +169,7 @@ def test_contracts_mode_catches_a_kernel_precondition(monkeypatch):
     assert out.status == "FAIL" and "contract violated" in out.detail and "must be 1" in out.detail
 
 
+@pytest.mark.slow
 @cpu_machine
 def test_contracts_flag_runs_every_fused_op_through_the_doubles(tmp_path):
     path = tmp_path / "r.json"
@@ -184,6 +185,7 @@ def test_contracts_flag_runs_every_fused_op_through_the_doubles(tmp_path):
     assert all("max_err" in r for r in attention)
 
 
+@pytest.mark.slow
 def test_grpo_step_and_worker_on_cpu(tmp_path):
     """The GRPO-step check's logic and the launched worker's result file, on CPU in fp32 (one process)."""
     model = doctor.tiny_checkpoint(str(tmp_path), "qwen2_5_vl")
@@ -262,6 +264,7 @@ def test_cpu_info_reads_isa_flags(tmp_path):
     assert info["avx2"] is True and info["avx512"] == [] and info["amx"] == []
 
 
+@pytest.mark.slow
 def test_launched_worker_job_on_two_cpu_ranks(tmp_path):
     """The mechanism of the stage-3 check (paddle.distributed.launch running this module's worker, results
     read back per rank), here as 2 gloo processes at stage 0 in fp32."""

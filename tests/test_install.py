@@ -85,7 +85,22 @@ def test_threads_divided_among_local_ranks(cores, local, threads):
 def test_mkl_cpu_type_set_on_amd_only():
     """MKL_DEBUG_CPU_TYPE=5 is an AMD fix; on Intel it forces MKL's AVX2 path over AVX-512."""
     env = {k: v for k, v in os.environ.items() if k not in ("MKL_DEBUG_CPU_TYPE", "MKL_NUM_THREADS", "OMP_NUM_THREADS")}
-    code = "import os, paddlemix_r1, paddlemix_r1._runtime as r; print(os.environ.get('MKL_DEBUG_CPU_TYPE'), r.cpu_vendor())"
+    code = ("import os, paddlemix_r1, paddlemix_r1._runtime as r; paddlemix_r1.configure_runtime(); "
+            "print(os.environ.get('MKL_DEBUG_CPU_TYPE'), r.cpu_vendor())")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=REPO)
     value, vendor = out.stdout.split()
     assert value == ("5" if vendor == "AuthenticAMD" else "None"), out.stdout
+
+
+def test_the_library_never_imports_torch():
+    """Every module of the package imports without torch (the parity tests bring torch into the test
+    process as a reference; the library must not need it)."""
+    code = ("import importlib, pkgutil, sys, paddlemix_r1\n"
+            "names = [m.name for m in pkgutil.walk_packages(paddlemix_r1.__path__, 'paddlemix_r1.')]\n"
+            "for name in names:\n"
+            "    importlib.import_module(name)\n"
+            "print(len(names), sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'trl')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    count, leaked = out.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert int(count) > 50 and leaked == "[]", out.stdout

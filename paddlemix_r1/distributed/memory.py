@@ -263,7 +263,7 @@ def stage2_rank_elements(a: Architecture, num_ranks: int, train_vision: bool = T
 
 
 def packed_projection_bytes(a: Architecture, dtype_bytes: int = 2) -> int:
-    """What ``pack_projections`` (models/decoder.py) holds during a rollout: per layer the concatenated q/k/v and
+    """What the packed decoder copy (generation/packing.py) holds during a rollout: per layer the concatenated q/k/v and
     gate/up weights. Audit R4(e): GPU rollouts no longer pack (CPU only), so this is NOT in the budget."""
     h = a.hidden_size
     per_layer = h * ((a.num_heads + 2 * a.num_kv_heads) * a.head_dim + 2 * a.intermediate_size)
@@ -687,7 +687,7 @@ def rollout_bytes(a: Architecture, w: Workload) -> int:
 
 def logprob_pass_bytes(a: Architecture, w: Workload) -> int:
     """A no-grad log-prob pass (reference, or old policy): every layer's prompt K/V and their G-row repeats (held by
-    ``shared_prefix_hidden`` until the completion pass ends), one layer's working set, the hidden states and one
+    ``grpo.logprobs.shared_prefix_hidden`` until the completion pass ends), one layer's working set, the hidden states and one
     LM-head chunk."""
     b, layers, dkv = w.dtype_bytes, a.num_layers, a.num_kv_heads * a.head_dim
     kvs = layers * 2 * dkv * b * (w.prompts + w.sequences) * w.prompt_tokens

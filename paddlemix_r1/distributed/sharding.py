@@ -24,7 +24,7 @@ same contract with one rank (tests only; see sharding_contract.py).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import paddle
@@ -72,30 +72,27 @@ class PolicyPasses(paddle.nn.Layer):
     Why: Paddle's stage-2 wrapper registers its gradient-reduce hooks and arms them (once per call) in
     its own forward, in training mode only (group_sharded_stage2.py: ``GroupShardedStage2.forward`` ->
     ``_init_internal_storage`` -> ``_fresh_trainable`` -> ``_setup_backward_hooks``; ``_clear_counters``
-    sets ``_grad_reduced``). A pass called as a method of the inner model (``shared_prefix_hidden``)
-    bypasses that forward, and none of its gradients is ever reduced (audit B7). Stage 3 likewise
-    keeps partitioned parameters whole only inside forwards it hooks. The model's own forward has no
-    shared-prefix mode, so the choice of pass lives here.
+    sets ``_grad_reduced``). A pass that calls the inner model's parts directly (the log-prob passes of
+    grpo/logprobs.py: ``model.embed``, ``model.model``) bypasses that forward, and none of its gradients
+    is ever reduced (audit B7). Stage 3 likewise keeps partitioned parameters whole only inside forwards
+    it hooks. So such a pass is a function ``fn(policy, *args)`` run here, as ``policy_pass=fn``.
     """
-
-    PASSES = ("forward", "shared_prefix_hidden")
 
     def __init__(self, policy: paddle.nn.Layer):
         super().__init__()
         self.policy = policy
 
-    def forward(self, *args: Any, policy_pass: str = "forward", **kwargs: Any) -> Any:
+    def forward(self, *args: Any, policy_pass: str | Callable[..., Any] = "forward", **kwargs: Any) -> Any:
         if policy_pass == "forward":
             return self.policy(*args, **kwargs)
-        if policy_pass == "shared_prefix_hidden":
-            return self.policy.shared_prefix_hidden(*args, **kwargs)
-        raise ValueError(f"policy_pass must be one of {self.PASSES}, got {policy_pass!r}")
+        if callable(policy_pass):
+            return policy_pass(self.policy, *args, **kwargs)
+        raise ValueError(f"policy_pass must be 'forward' or a function of (policy, *args), got {policy_pass!r}")
 
 
 class ShardedModel:
-    """The policy as the trainer sees it under sharding: calls and ``shared_prefix_hidden`` go through
-    the sharding wrapper's forward; attribute access (``lm_head``, ``config``, ``model``, ``new_cache``
-    ...) goes to the inner model."""
+    """The policy as the trainer sees it under sharding: calls and ``run_pass`` go through the sharding
+    wrapper's forward; attribute access (``lm_head``, ``config``, ``model`` ...) goes to the inner model."""
 
     # Methods of the inner model that compute with its parameters and have no route through the wrapper.
     _BYPASSING = frozenset({"embed", "forward"})
@@ -106,8 +103,9 @@ class ShardedModel:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._wrapper(*args, policy_pass="forward", **kwargs)
 
-    def shared_prefix_hidden(self, *args: Any, **kwargs: Any) -> paddle.Tensor:
-        return self._wrapper(*args, policy_pass="shared_prefix_hidden", **kwargs)
+    def run_pass(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(policy, *args, **kwargs)`` inside the wrapper's forward (a log-prob pass, grpo/logprobs.py)."""
+        return self._wrapper(*args, policy_pass=fn, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         if name in self._BYPASSING:

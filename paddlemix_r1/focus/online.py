@@ -28,7 +28,8 @@ from paddlemix_r1.focus import task as _task  # noqa: F401  (registers the focus
 from paddlemix_r1.focus.boxes import MIN_CROP_SIDE, image_size_of
 from paddlemix_r1.focus.trajectory import Trajectories, merge_turns, rollout_trajectories
 from paddlemix_r1.grpo.config import GRPOConfig
-from paddlemix_r1.grpo.trainer import GRPOTrainer, MicroBatch
+from paddlemix_r1.grpo.records import Rollout
+from paddlemix_r1.grpo.trainer import GRPOTrainer
 from paddlemix_r1.tasks import reward_columns
 
 
@@ -56,7 +57,7 @@ class FocusGRPOTrainer(GRPOTrainer):
         super().__init__(cfg, dataset)
 
     @paddle.no_grad()
-    def rollout(self, rows: list[dict], seed: int) -> tuple[MicroBatch, np.ndarray, dict[str, np.ndarray]]:
+    def rollout(self, rows: list[dict], seed: int) -> tuple[Rollout, np.ndarray, dict[str, np.ndarray]]:
         cfg, g, f = self.cfg, self.cfg.num_generations, self.focus
         traj = rollout_trajectories(self.rollout_model, self.processor, [r["problem"] for r in rows],
                                     [r["images"][0] for r in rows], g, max_box_tokens=f.max_box_tokens,
@@ -74,8 +75,7 @@ class FocusGRPOTrainer(GRPOTrainer):
         total = np.asarray(scores.total, dtype=np.float64)[owner]  # (2BG,) each row carries its trajectory's reward
         per_fn = {k: np.asarray(v, dtype=np.float64)[owner] for k, v in scores.per_reward.items()}
         texts = [traj.box_turn.texts[o] if (r // g) % 2 == 0 else (traj.answers[o] or "") for r, o in enumerate(owner)]
-        mb = MicroBatch(inputs, mask, paddle.zeros([len(owner)]), texts=texts,
-                        rows=[row for row in rows for _ in range(2)])  # one row per block of G
+        mb = Rollout(inputs, mask, texts, [row for row in rows for _ in range(2)])  # one row per block of G
         return mb, total, per_fn
 
 

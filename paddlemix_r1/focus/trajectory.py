@@ -236,7 +236,7 @@ def merge_turns(traj: Trajectories, pad_token_id: int) -> tuple[RolloutInputs, p
     for r, (kind, k) in enumerate(rows):
         a = arrays["box" if kind == "placeholder" else kind]
         lk, tk = a["prompt"].shape[1], a["comp"].shape[1]
-        prompt[r, length - lk:] = a["prompt"][k]
+        prompt[r, length - lk:] = a["prompt"][k // a["group"]]  # prompts are kept once per group
         attn[r, length - lk:length] = a["attn"][k, :lk]
         pos[:, r, length - lk:length] = a["pos"][:, k, :lk]
         if kind != "placeholder":

@@ -16,20 +16,27 @@ from dataclasses import dataclass
 
 import paddle
 
+from paddlemix_r1.generation.kv_cache import GroupedKVCache, KVCache
+from paddlemix_r1.generation.packing import PackedDecoder, pack_decoder
 from paddlemix_r1.generation.sampling import sample
-from paddlemix_r1.models.decoder import CausalLMBase, GroupedKVCache, KVCache, pack_projections
+from paddlemix_r1.models.decoder import CausalLMBase, ModelOutput
 
 
 @dataclass
 class GenerationOutput:
-    """Group-major results: rows i*G .. i*G+G-1 belong to prompt i."""
+    """Group-major results: rows i*G .. i*G+G-1 belong to prompt i. The prompts are kept once each."""
 
     completion_ids: paddle.Tensor  # (B*G, T) right-padded with pad_token_id
     completion_mask: paddle.Tensor  # (B*G, T) 1 up to and including eos
     logprobs: paddle.Tensor  # (B*G, T) log p(token) under softmax(logits / temperature); 0 on padding
-    prompt_ids: paddle.Tensor  # (B*G, L) left-padded prompt, repeated per completion
+    prompt_ids: paddle.Tensor  # (B, L) left-padded prompts, one row per prompt (not per completion)
     attention_mask: paddle.Tensor  # (B*G, L + T) prompt mask + completion mask
     position_ids: paddle.Tensor  # (3, B*G, L + T) M-RoPE ids of prompt + completion
+
+    @property
+    def group_size(self) -> int:
+        """G: completions per prompt."""
+        return int(self.completion_ids.shape[0]) // int(self.prompt_ids.shape[0])
 
     def __getitem__(self, key: str):  # dict-style access for callers that expect a mapping
         return getattr(self, key)
@@ -49,43 +56,58 @@ def _seeded(seed: int | None):
         paddle.set_rng_state(state)
 
 
-def prefill(model: CausalLMBase, batch: dict, max_new_tokens: int):
+def forward(model: CausalLMBase, batch: dict, cache: KVCache | None = None, logits_to_keep: int | None = None,
+            packed: PackedDecoder | None = None) -> ModelOutput:
+    """The model's forward over a processor batch; with ``packed``, the decoder layers run as that packed
+    copy (embeddings, vision tower, final norm and LM head are the model's own)."""
+    inputs = {k: batch.get(k) for k in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw",
+                                         "second_per_grid_ts")}
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    if packed is None:
+        return model(input_ids=ids, attention_mask=mask, cache=cache, logits_to_keep=logits_to_keep, **inputs)
+    position_ids, deltas = model.rope_index(ids, mask, inputs["image_grid_thw"], inputs["video_grid_thw"],
+                                            inputs["second_per_grid_ts"])  # (3, B, L), (B,)
+    embeds = model.embed(ids, inputs["pixel_values"], inputs["image_grid_thw"], inputs["pixel_values_videos"],
+                         inputs["video_grid_thw"])  # (B, L, H)
+    hidden = packed(embeds, position_ids, mask, cache)  # (B, L, H)
+    keep_all = logits_to_keep is None or logits_to_keep >= hidden.shape[1]
+    logits = model.lm_head(hidden if keep_all else hidden[:, -logits_to_keep:])  # (B, L or k, V)
+    return ModelOutput(logits=logits, hidden_states=hidden, position_ids=position_ids, rope_deltas=deltas)
+
+
+def prefill(model: CausalLMBase, batch: dict, max_new_tokens: int, packed: PackedDecoder | None = None):
     """Vision tower + prompt once per prompt. Returns last logits (B, V), cache, positions, deltas.
 
     The cache has room for ``max_new_tokens`` more positions per row (0: exactly the prompt, as
     ``GroupedKVCache`` takes it)."""
-    ids, mask = batch["input_ids"], batch["attention_mask"]
-    b, length = ids.shape
-    cache = model.new_cache(b, length + max_new_tokens)
-    out = model(
-        input_ids=ids,
-        attention_mask=mask,
-        pixel_values=batch.get("pixel_values"),
-        image_grid_thw=batch.get("image_grid_thw"),
-        pixel_values_videos=batch.get("pixel_values_videos"),
-        video_grid_thw=batch.get("video_grid_thw"),
-        second_per_grid_ts=batch.get("second_per_grid_ts"),
-        cache=cache,
-        logits_to_keep=1,
-    )
+    b, length = batch["input_ids"].shape
+    cache = KVCache.for_model(model, b, length + max_new_tokens)
+    out = forward(model, batch, cache, logits_to_keep=1, packed=packed)
     return out.logits[:, -1], cache, out.position_ids, out.rope_deltas
 
 
 def decode_one_token(model: CausalLMBase, token: paddle.Tensor, attention_mask, position: paddle.Tensor | None,
-                     cache: KVCache | GroupedKVCache, rope_tables: tuple | None = None):
+                     cache: KVCache | GroupedKVCache, rope_tables: tuple | None = None,
+                     packed: PackedDecoder | None = None):
     """One decode step for all rows: token (N,), position (N,) -> logits (N, V).
 
     attention_mask (N, K): 1 for cached positions to attend to, including this token's. K may be
     the cache's full length (the not yet written tail 0): then no cache slice is copied per layer.
     A ``GroupedKVCache`` keeps its own mask; pass None. ``rope_tables``: this step's slice of
-    ``model.model.rope_tables`` (then ``position`` may be None).
+    ``model.model.rope_tables`` (then ``position`` may be None). ``packed``: run the decoder layers as
+    this packed copy (``generation.packing``).
     """
     pos = None
     if rope_tables is None:
         pos = position.reshape([1, -1, 1]).expand([3, -1, 1])  # (3, N, 1): text advances all axes together
-    out = model(input_ids=token.unsqueeze(-1), attention_mask=attention_mask, position_ids=pos, cache=cache,
-                logits_to_keep=1, rope_tables=rope_tables)
-    return out.logits[:, -1]
+    if packed is None:
+        out = model(input_ids=token.unsqueeze(-1), attention_mask=attention_mask, position_ids=pos, cache=cache,
+                    logits_to_keep=1, rope_tables=rope_tables)
+        return out.logits[:, -1]
+    if attention_mask is None:  # as the model's forward: the step's own token (a GroupedKVCache ignores it)
+        attention_mask = paddle.ones([token.shape[0], 1], dtype="int64")
+    hidden = packed(model.model.embed_tokens(token.unsqueeze(-1)), pos, attention_mask, cache, rope=rope_tables)
+    return model.lm_head(hidden)[:, -1]  # (N, V)
 
 
 @paddle.no_grad()
@@ -113,9 +135,9 @@ def generate(
     decision of this process alone. Ranks whose decode steps issue collectives (sharding stage 3
     gathers parameters in every forward) pass a condition that all ranks evaluate together at every
     step, so they all run the same number of steps; finished rows keep decoding and become padding.
-    ``pack_weights``: decode with ``pack_projections`` (weights read and concatenated outside the
-    layers' forwards); False where parameters are only whole inside their own layers' forwards
-    (sharding stage 3).
+    ``pack_weights``: prefill and decode with the decoder's packed copy (``generation.packing``: weights read
+    and concatenated outside the layers' forwards; CPU only); False where parameters are only whole inside
+    their own layers' forwards (sharding stage 3).
     """
     g = num_return_sequences
     if pad_token_id is None:
@@ -129,9 +151,9 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        packed = pack_projections(model.model) if pack_weights else contextlib.nullcontext()
-        with _seeded(seed), packed:
-            logits, prompt_cache, prompt_pos, deltas = prefill(model, batch, 0)
+        packed = pack_decoder(model.model) if pack_weights else None
+        with _seeded(seed):
+            logits, prompt_cache, prompt_pos, deltas = prefill(model, batch, 0, packed)
             prompt_mask = batch["attention_mask"].astype("int64")
             # group prefix sharing: the prompt's keys/values stay once per prompt, not G times
             cache = GroupedKVCache(prompt_cache, prompt_mask, g, max_new_tokens, model.config.text.num_attention_heads)
@@ -152,7 +174,7 @@ def generate(
             for step in range(max_new_tokens):
                 if step > 0:
                     rope = (cos[:, step - 1:step], sin[:, step - 1:step])  # token step-1 sits at next_pos + step-1
-                    logits = decode_one_token(model, tokens[-1], None, None, cache, rope_tables=rope)
+                    logits = decode_one_token(model, tokens[-1], None, None, cache, rope_tables=rope, packed=packed)
                 # A finished row keeps decoding (rows are independent); its tokens after eos become pad below.
                 tok, lp = sample(logits, do_sample, temperature, top_k, top_p)
                 tokens.append(tok)
@@ -173,7 +195,7 @@ def generate(
         completion_ids=completion,
         completion_mask=completion_mask,
         logprobs=logprobs * completion_mask.astype(logprobs.dtype),
-        prompt_ids=paddle.repeat_interleave(batch["input_ids"], g, axis=0) if g > 1 else batch["input_ids"],
+        prompt_ids=batch["input_ids"],
         attention_mask=paddle.concat([prompt_mask, completion_mask], axis=1),
         position_ids=paddle.concat([prompt_pos, comp_pos[:, :, :t]], axis=2),
     )

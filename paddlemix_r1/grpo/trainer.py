@@ -1,9 +1,11 @@
 """The GRPO loop, in one process or as one rank of a ``paddle.distributed.launch`` job.
 
-One optimizer step (per rank):
-  sample B prompts -> rollout G completions each (vision + prefill once per prompt) -> rewards
-  (weighted sum) -> group advantages -> [old / ref log-probs] -> policy log-probs with the rollout's
-  positions, pixels and temperature -> loss -> backward per micro-batch -> clip -> AdamW step.
+One optimizer step (per rank), in the order of ``generate_round`` and ``train_step``; each stage hands the
+next a finished record (grpo/records.py):
+  sample B prompts -> ``rollout``: G completions each (vision + prefill once per prompt), texts, weighted
+  rewards -> ``Rollout`` -> group advantages over the step's gathered rewards -> ``ScoredRollout`` ->
+  [old / ref log-probs] -> ``TrainBatch`` -> ``train_step``: policy log-probs with the rollout's positions,
+  pixels and temperature -> loss -> backward per micro-batch -> clip -> AdamW step.
 
 With W ranks (data parallelism, docs/distributed.md): each rank takes its own B distinct prompts of
 the step (W * B per step, none twice in an epoch) and generates all G completions of each, so groups
@@ -30,7 +32,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,7 @@ from paddlemix_r1.grpo.advantages import compute_advantages
 from paddlemix_r1.grpo.config import LR_SCHEDULERS, GRPOConfig
 from paddlemix_r1.grpo.logprobs import RolloutInputs, completion_logprobs
 from paddlemix_r1.grpo.loss import grpo_loss
+from paddlemix_r1.grpo.records import Rollout, ScoredRollout, TrainBatch, score_rollouts
 from paddlemix_r1.grpo.sampler import PromptSampler
 from paddlemix_r1.models import build_tiny_checkpoint, from_pretrained, lora
 from paddlemix_r1.processing import Processor
@@ -57,20 +59,6 @@ ACCURACY_REWARD = "accuracy"
 
 class NonFiniteError(RuntimeError):
     """Too many consecutive steps with a non-finite loss or gradient."""
-
-
-@dataclass
-class MicroBatch:
-    """One rollout micro-batch and everything the loss needs about it (rows group-major)."""
-
-    inputs: RolloutInputs
-    completion_mask: paddle.Tensor  # (N, T)
-    advantages: paddle.Tensor  # (N,)
-    old_logps: paddle.Tensor | None = None  # (N, T)
-    ref_logps: paddle.Tensor | None = None  # (N, T)
-    texts: list[str] = field(default_factory=list)
-    rows: list[dict] = field(default_factory=list)
-    num_items: float | None = None  # dapo normalizer: active tokens of the step over all ranks / W
 
 
 def lr_lambda(kind: str, warmup: int, total: int):
@@ -204,7 +192,7 @@ class GRPOTrainer:
         self.nonfinite_total = 0
         self.nonfinite_run = 0
         self.history: list[dict[str, float]] = []
-        self._buffer: list[list[MicroBatch]] = []
+        self._buffer: list[list[TrainBatch]] = []
         self._writer = None
         if cfg.visualdl and env.is_main:
             from visualdl import LogWriter
@@ -275,13 +263,10 @@ class GRPOTrainer:
         """The row's images then its task's training prompt (``task_type``), or ``prompt_template``."""
         return tasks.row_conversation(row, self.cfg.task_type, self.cfg.prompt_template, where=f"row {row.get('id')}")
 
-    def _reward_columns(self, rows: list[dict], sizes: dict, g: int) -> dict[str, list]:
-        """Dataset columns repeated for each of the G completions, plus the coordinate frames (tasks.reward_columns)."""
-        return tasks.reward_columns(rows, sizes["original_sizes"], sizes["resized_sizes"], self.family, g)
-
     @paddle.no_grad()
-    def rollout(self, rows: list[dict], seed: int) -> tuple[MicroBatch, np.ndarray, dict[str, np.ndarray]]:
-        """Generate G completions for each row and score them (advantages filled in by the caller)."""
+    def rollout(self, rows: list[dict], seed: int) -> tuple[Rollout, np.ndarray, dict[str, np.ndarray]]:
+        """Generate G completions for each row and score them: the rollout, the weighted rewards (N,) and each
+        reward function's scores (N,)."""
         cfg, g = self.cfg, self.cfg.num_generations
         batch = self.processor([self._conversation(r) for r in rows], [r["images"] for r in rows],
                                max_length=cfg.max_prompt_length, return_sizes=True)
@@ -291,14 +276,14 @@ class GRPOTrainer:
                        eos_token_id=self.processor.eos_token_id, pad_token_id=self.processor.pad_token_id, seed=seed,
                        pack_weights=not stage3, stop_condition=self._collective_stop() if stage3 else None)
         texts = self.processor.batch_decode(out.completion_ids.numpy().tolist(), skip_special_tokens=True)
-        columns = self._reward_columns(rows, batch, g)
+        # the task unit's columns (dataset fields, and the coordinate frames its rewards read)
+        columns = tasks.reward_columns(rows, batch["original_sizes"], batch["resized_sizes"], self.family, g)
         columns["completion_length"] = out.completion_mask.sum(axis=1).numpy().tolist()  # tokens (length reward)
         scores = self.reward(texts, **columns)
         inputs = RolloutInputs(out.prompt_ids, out.completion_ids, out.attention_mask, out.position_ids,
                                batch.get("pixel_values"), batch.get("image_grid_thw"), g)
-        mb = MicroBatch(inputs, out.completion_mask, paddle.zeros([len(texts)]), texts=texts, rows=rows)
         per_fn = {k: np.asarray(v, dtype=np.float64) for k, v in scores.per_reward.items()}
-        return mb, np.asarray(scores.total, dtype=np.float64), per_fn
+        return Rollout(inputs, out.completion_mask, texts, rows), np.asarray(scores.total, dtype=np.float64), per_fn
 
     def _collective_stop(self) -> Callable[[paddle.Tensor], bool]:
         """The decode loop's stop decision under stage 3, taken by all ranks together.
@@ -319,79 +304,96 @@ class GRPOTrainer:
         """Sampling seed of micro-batch ``micro`` of optimizer step ``step`` on this rank."""
         return dist.rank_seed(self.cfg.seed * 1_000_003 + step * 1009 + micro, self.dist.rank)
 
-    def generate_round(self) -> tuple[list[list[MicroBatch]], dict[str, float]]:
-        """Rollouts for ``steps_per_generation`` optimizer steps, with advantages and old/ref log-probs.
+    def generate_round(self) -> tuple[list[list[TrainBatch]], dict[str, float]]:
+        """The records of ``steps_per_generation`` optimizer steps (one list of micro-batches per step), and the
+        round's metrics.
 
         Rewards, lengths and token counts of each step are gathered from all ranks: advantages are
         computed on the whole step's rewards (groups are rank-local, so only "batch" scaling sees
         other ranks) and this rank keeps its slice; the metrics describe the whole step.
         """
-        cfg, g = self.cfg, self.cfg.num_generations
+        cfg = self.cfg
         self._policy_mode(training=False)
-        per_micro = cfg.prompts_per_step // cfg.gradient_accumulation_steps
-        steps, metrics = [], {}
         t0 = time.perf_counter()
-        all_rewards, per_fn_all, lengths, truncated, methods_all = [], {}, [], [], []
+        scored, gathered = [], []
         for s in range(cfg.steps_per_generation):
             self._abandon_if_requested()
-            idx = self.sampler.next(cfg.prompts_per_step)
-            rows = [self.dataset[i] for i in idx]
-            micro, rewards, per_fn_step, lens_step = [], [], {}, []
-            for m in range(cfg.gradient_accumulation_steps):
-                if m:
-                    self._abandon_if_requested()
-                mb, total, per_fn = self.rollout(rows[m * per_micro:(m + 1) * per_micro],
-                                                 self.rollout_seed(self.step + s, m))
-                micro.append(mb)
-                rewards.append(total)
-                for k, v in per_fn.items():
-                    per_fn_step.setdefault(k, []).append(v)
-                lens_step.append(mb.completion_mask.sum(axis=1).numpy())
-            methods = [r["accu_reward_method"] for mb in micro for r in mb.rows for _ in range(g)]  # group-major
-            local = {"reward": np.concatenate(rewards), "length": np.concatenate(lens_step),
-                     "accu_reward_method": np.asarray(methods, dtype=object),
-                     **{f"rewards/{k}": np.concatenate(v) for k, v in per_fn_step.items()}}
-            gathered = dist.all_gather_arrays(local, tag=f"rollout step {self.step + s}")
-            r = np.concatenate(gathered["reward"])  # (W*B*G,) rank-major, group-major within a rank
-            offset = sum(len(x) for x in gathered["reward"][:self.dist.rank])
-            adv = compute_advantages(r, g, cfg.scale_rewards)[offset:offset + len(local["reward"])]
-            lens = np.concatenate(gathered["length"])
-            num_items = float(lens.sum()) / self.dist.world_size  # see grpo_loss: ranks average gradients
-            pos = 0
-            for mb in micro:
-                n = mb.completion_mask.shape[0]
-                mb.advantages = paddle.to_tensor(adv[pos:pos + n].astype("float32"))
-                mb.num_items = num_items
-                pos += n
-            all_rewards.append(r)
-            lengths.append(lens)
-            truncated.append(lens >= cfg.max_completion_length)
-            for k in per_fn_step:
-                per_fn_all.setdefault(k, []).append(np.concatenate(gathered[f"rewards/{k}"]))
-            methods_all.append(np.concatenate(gathered["accu_reward_method"]))
-            steps.append(micro)
+            rollouts, local = self._rollout_step(self.step + s)  # prompts -> rollouts -> rewards
+            step_arrays = dist.all_gather_arrays(local, tag=f"rollout step {self.step + s}")
+            scored.append(self._score(rollouts, len(local["reward"]), step_arrays))  # -> advantages
+            gathered.append(step_arrays)
         t_rollout = time.perf_counter() - t0
         t0 = time.perf_counter()
-        need_old = cfg.num_iterations > 1 or cfg.steps_per_generation > 1
-        batches = [mb for micro in steps for mb in micro]
+        steps = self.logprob_inputs(scored)  # -> old / reference log-probs
+        return steps, self._round_metrics(gathered, t_rollout, time.perf_counter() - t0)
+
+    def _rollout_step(self, step: int) -> tuple[list[Rollout], dict[str, np.ndarray]]:
+        """The rollouts of one optimizer step's prompts on this rank (one per micro-batch), and the arrays every
+        rank contributes to the step's gather: rewards, per-function rewards, lengths, reward methods (N,)."""
+        cfg, g = self.cfg, self.cfg.num_generations
+        per_micro = cfg.prompts_per_step // cfg.gradient_accumulation_steps
+        rows = [self.dataset[i] for i in self.sampler.next(cfg.prompts_per_step)]
+        rollouts, rewards, per_fn, lengths = [], [], {}, []
+        for m in range(cfg.gradient_accumulation_steps):
+            if m:
+                self._abandon_if_requested()
+            rollout, total, scores = self.rollout(rows[m * per_micro:(m + 1) * per_micro], self.rollout_seed(step, m))
+            rollouts.append(rollout)
+            rewards.append(total)
+            for k, v in scores.items():
+                per_fn.setdefault(k, []).append(v)
+            lengths.append(rollout.completion_mask.sum(axis=1).numpy())
+        methods = [r["accu_reward_method"] for ro in rollouts for r in ro.rows for _ in range(g)]  # group-major
+        return rollouts, {"reward": np.concatenate(rewards), "length": np.concatenate(lengths),
+                          "accu_reward_method": np.asarray(methods, dtype=object),
+                          **{f"rewards/{k}": np.concatenate(v) for k, v in per_fn.items()}}
+
+    def _score(self, rollouts: list[Rollout], num_local: int, gathered: dict[str, list[np.ndarray]]
+               ) -> list[ScoredRollout]:
+        """This rank's rollouts with their advantages, from the rewards of all ranks (rank-major, group-major)."""
+        cfg = self.cfg
+        r = np.concatenate(gathered["reward"])  # (W*B*G,)
+        offset = sum(len(x) for x in gathered["reward"][:self.dist.rank])
+        adv = compute_advantages(r, cfg.num_generations, cfg.scale_rewards)[offset:offset + num_local]
+        num_items = float(np.concatenate(gathered["length"]).sum()) / self.dist.world_size  # see grpo_loss
+        return score_rollouts(rollouts, adv, num_items)
+
+    def logprob_inputs(self, steps: list[list[ScoredRollout]]) -> list[list[TrainBatch]]:
+        """The loss's inputs: old-policy log-probs when a rollout is reused (several steps per generation, or
+        several iterations), reference log-probs when the loss has a KL term; no gradient."""
+        cfg = self.cfg
+        scored = [sc for step in steps for sc in step]
+        old: list[paddle.Tensor | None] = [None] * len(scored)
+        ref_logps: list[paddle.Tensor | None] = [None] * len(scored)
         with paddle.no_grad():
-            if need_old:
-                for mb in batches:
-                    mb.old_logps = completion_logprobs(self.rollout_model, mb.inputs, cfg.temperature,
-                                                       cfg.logprob_chunk_size)
+            if cfg.num_iterations > 1 or cfg.steps_per_generation > 1:
+                old = [completion_logprobs(self.rollout_model, sc.rollout.inputs, cfg.temperature,
+                                           cfg.logprob_chunk_size) for sc in scored]
             with self._reference_on_device() as ref:  # with LoRA: the policy, adapters off for this block only
                 if ref is not None:
-                    for mb in batches:
-                        mb.ref_logps = completion_logprobs(ref, mb.inputs, cfg.temperature, cfg.logprob_chunk_size)
-        r = np.concatenate(all_rewards)
-        lens = np.concatenate(lengths)
-        metrics.update({"reward": float(r.mean()), "reward_std": float(r.reshape(-1, g).std(axis=1).mean()),
-                        "completion_length/mean": float(lens.mean()), "completion_length/max": float(lens.max()),
-                        "truncated_fraction": float(np.concatenate(truncated).mean())})
-        # The other metrics come from gathered arrays and agree on every rank; times: the slowest rank's.
-        metrics.update(dist.reduce_metrics({"time/rollout": t_rollout,
-                                            "time/ref_old_logprobs": time.perf_counter() - t0}, tag="rollout times"))
-        for k, v in per_fn_all.items():
+                    ref_logps = [completion_logprobs(ref, sc.rollout.inputs, cfg.temperature, cfg.logprob_chunk_size)
+                                 for sc in scored]
+        batches = iter([TrainBatch(sc, o, r) for sc, o, r in zip(scored, old, ref_logps)])
+        return [[next(batches) for _ in step] for step in steps]
+
+    def _round_metrics(self, gathered: list[dict[str, list[np.ndarray]]], t_rollout: float, t_logprobs: float
+                       ) -> dict[str, float]:
+        """The round's metrics from the gathered arrays of its steps (the same on every rank); times: the
+        slowest rank's."""
+        cfg, g = self.cfg, self.cfg.num_generations
+        r = np.concatenate([np.concatenate(a["reward"]) for a in gathered])
+        lens = np.concatenate([np.concatenate(a["length"]) for a in gathered])
+        metrics = {"reward": float(r.mean()), "reward_std": float(r.reshape(-1, g).std(axis=1).mean()),
+                   "completion_length/mean": float(lens.mean()), "completion_length/max": float(lens.max()),
+                   "truncated_fraction": float((lens >= cfg.max_completion_length).mean())}
+        metrics.update(dist.reduce_metrics({"time/rollout": t_rollout, "time/ref_old_logprobs": t_logprobs},
+                                           tag="rollout times"))
+        per_fn: dict[str, list[np.ndarray]] = {}
+        for a in gathered:
+            for key in a:
+                if key.startswith("rewards/"):
+                    per_fn.setdefault(key[len("rewards/"):], []).append(np.concatenate(a[key]))
+        for k, v in per_fn.items():
             vals = np.concatenate(v)
             metrics[f"rewards/{k}/mean"] = float(vals.mean())
             metrics[f"rewards/{k}/std"] = float(vals.std())
@@ -402,9 +404,10 @@ class GRPOTrainer:
             metrics.update(dist.reduce_metrics({"time/reasoner": delta.pop("generation_seconds")},
                                                tag="reasoner time"))
             metrics.update({f"rewards/reasoner/{k}": float(v) for k, v in delta.items()})  # this round, rank 0's
-        if ACCURACY_REWARD in per_fn_all:  # VLM-R1 data: the accuracy of each method's rows, over all ranks
-            metrics.update(_means_by_method(np.concatenate(per_fn_all[ACCURACY_REWARD]), np.concatenate(methods_all)))
-        return steps, metrics
+        if ACCURACY_REWARD in per_fn:  # VLM-R1 data: the accuracy of each method's rows, over all ranks
+            methods = np.concatenate([np.concatenate(a["accu_reward_method"]) for a in gathered])
+            metrics.update(_means_by_method(np.concatenate(per_fn[ACCURACY_REWARD]), methods))
+        return metrics
 
     @contextlib.contextmanager
     def _reference_on_device(self) -> Iterator[paddle.nn.Layer | None]:
@@ -421,7 +424,7 @@ class GRPOTrainer:
             yield ref
 
     # ----- update -----
-    def train_step(self, micro: list[MicroBatch]) -> dict[str, float]:
+    def train_step(self, micro: list[TrainBatch]) -> dict[str, float]:
         """One optimizer step over the micro-batches of one step-batch; skipped if anything is non-finite.
 
         With several ranks: local backward passes, then the ranks agree on finiteness, gradients are
@@ -600,7 +603,7 @@ class GRPOTrainer:
             self._writer.close()
         return self.history
 
-    def _log(self, metrics: dict[str, float], micro: list[MicroBatch]) -> None:
+    def _log(self, metrics: dict[str, float], micro: list[TrainBatch]) -> None:
         """Scalars to VisualDL and sample completions (of all ranks) to completions.jsonl, on rank 0."""
         cfg = self.cfg
         if self._writer is not None and self.step % cfg.logging_steps == 0:

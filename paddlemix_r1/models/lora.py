@@ -9,7 +9,7 @@ unchanged until B moves. Only the decoder's projections are targeted (the vision
 excluded, as VLM-R1 does); after ``apply_lora`` only A and B are trainable.
 
 The base model is not copied: ``adapters_disabled(model)`` switches the adapters off for a block (the
-GRPO reference pass), and whatever reads weights outside ``forward`` (``pack_projections``, the HF
+GRPO reference pass), and whatever reads weights outside ``forward`` (``generation.packing``, the HF
 export) takes ``effective_weight()``, W + scaling * A B while the adapter is on.
 
 Files: ``save_adapter`` writes PEFT's layout (adapter_config.json + adapter_model.safetensors) under the
@@ -19,7 +19,7 @@ loads onto the transformers model; ``model.save_pretrained`` writes the merged H
 Not PaddleFormers' peft (1.2.0, measured with paddle 3.3.1): it needs transformers < 5.4 (our parity reference
 is 5.x current), its LoRAModel reads PaddleFormers config fields our model has not (tensor_model_parallel_size,
 _checkpoint_conversion_mapping), it swaps our ``Linear`` for its own ``F.linear`` layer, which
-``pack_projections`` reads without the delta (packed vs unpacked logits differed by 5e-2), and it writes its
+``generation.packing`` reads without the delta (packed vs unpacked logits differed by 5e-2), and it writes its
 own files (lora_config.json, Paddle-layout keys ``...q_proj.lora_A`` (in, r)), not HF peft's.
 """
 

@@ -1,9 +1,5 @@
 """Every fast path in one place; see ``dispatch`` for how an implementation is chosen."""
 
-from paddlemix_r1._runtime import configure_paddle
-
-configure_paddle()
-
 from paddlemix_r1.ops.activations import ACTIVATIONS, gelu, quick_gelu, swiglu, swiglu_packed
 from paddlemix_r1.ops.attention import (
     attention,

@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from paddlemix_r1.cli import build_parser
 from paddlemix_r1.curriculum_demo import CurriculumDemoSettings, run_curriculum_demo
 from paddlemix_r1.data.readers import read_training_files
 from paddlemix_r1.data.synthetic import CURRICULUM_FORMS
 
 
+@pytest.mark.slow
 def test_curriculum_demo_smoke(tmp_path):
     out = str(tmp_path / "demo")
     settings = CurriculumDemoSettings.smoke()

@@ -1,17 +1,10 @@
-"""Fixtures of the distributed tests (helpers in launching.py, made importable here)."""
+"""The distributed tests' helpers (launching.py) made importable; their tiny checkpoint is ``tiny_ckpt`` of
+tests/conftest.py."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).parent))
 
-
-@pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory) -> str:
-    from paddlemix_r1.models import build_tiny_checkpoint
-
-    return build_tiny_checkpoint(str(tmp_path_factory.mktemp("dist_tiny")), family="qwen2_5_vl", seed=1)

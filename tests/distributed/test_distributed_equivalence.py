@@ -19,6 +19,8 @@ from launching import base_cfg, check, load_dump, run_worker
 
 from paddlemix_r1.models import from_pretrained
 
+pytestmark = pytest.mark.slow  # two-process paddle.distributed.launch runs
+
 
 def _spec(tiny: str, work, tag: str, prompts_per_step: int) -> dict:
     runs = []

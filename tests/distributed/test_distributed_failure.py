@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 from launching import base_cfg, run_worker
 
+pytestmark = pytest.mark.slow  # two-process paddle.distributed.launch runs
+
 BOUND_S = 60.0
 
 

@@ -12,6 +12,7 @@ from launching import base_cfg, check, load_dump, run_worker
 HAS_2_GPUS = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() >= 2
 pytestmark = [
     pytest.mark.gpu,
+    pytest.mark.slow,  # two-process paddle.distributed.launch runs
     pytest.mark.skipif(not HAS_2_GPUS, reason="needs a CUDA build of Paddle and 2 GPUs "
                                               "(group_sharded_parallel asserts GPU/XPU; this build has "
                                               f"CUDA={paddle.is_compiled_with_cuda()})"),

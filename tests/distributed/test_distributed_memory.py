@@ -262,6 +262,7 @@ def test_distributed_host_memory_of_an_offloaded_reference():
     assert mem.host_memory(QWEN2_5_VL_3B, W)["reference (steady)"] == 0
 
 
+@pytest.mark.slow
 def test_distributed_doc_tables_are_the_computed_ones():
     doc = DOC.read_text(encoding="utf-8")
     for name, table in mem.doc_tables().items():
@@ -294,6 +295,7 @@ def test_distributed_doc_conclusions():
     assert sh.peak_phase == "startup"
 
 
+@pytest.mark.slow
 def test_distributed_doc_regenerates_to_itself():
     doc = DOC.read_text(encoding="utf-8")
     assert mem.update_doc(doc) == doc

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from launching import base_cfg, check, load_dump, run_worker
 
+pytestmark = pytest.mark.slow  # two-process paddle.distributed.launch runs
+
 G = 4
 N_PROMPTS = 6
 

@@ -41,6 +41,7 @@ def test_distributed_script_command_lines(name):
     assert cpu[7:11] == ["scripts/train.py", "--config", "configs/tiny_cpu.yaml", "device=cpu"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_distributed_script_cpu_run(name, tmp_path):
     out = tmp_path / "out"

@@ -146,6 +146,7 @@ def _run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, check=False)
 
 
+@pytest.mark.slow
 def test_distributed_run_guarded_exits_even_with_a_live_thread():
     """A non-daemon thread would keep a normally failing interpreter alive forever; run_guarded exits."""
     t0 = time.monotonic()

@@ -106,6 +106,9 @@ def run(spec: dict) -> None:
 
 
 def main() -> int:
+    import paddlemix_r1
+
+    paddlemix_r1.configure_runtime()  # as `paddlemix-r1 train` runs (the MKL variables come from the parent)
     with open(sys.argv[1], encoding="utf-8") as f:
         spec = json.load(f)
     for r in spec["runs"]:

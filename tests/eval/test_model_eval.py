@@ -61,6 +61,7 @@ def test_counting_eval_with_model_pass_at_k(counting_set, tiny_ckpt, tmp_path):
         assert r["correct"] == any(s == 1.0 for s in scores)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["eval/test_rec.py", "eval/test_r1-v.py"])
 def test_scripts_help(script):
     res = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, check=True)

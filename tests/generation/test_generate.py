@@ -8,9 +8,9 @@ import pytest
 import torch
 from hf_reference import IMAGE_TOKEN, VISION_END, VISION_START, HFModel, build_hf_checkpoint
 
-from paddlemix_r1.generation import decode_one_token, generate, prefill
+from paddlemix_r1.generation import GroupedKVCache, decode_one_token, generate, pack_decoder, prefill
+from paddlemix_r1.generation.engine import forward
 from paddlemix_r1.models import from_pretrained
-from paddlemix_r1.models.decoder import GroupedKVCache, pack_projections
 
 FAMILIES = ["qwen2_vl", "qwen2_5_vl"]
 PAD = 0
@@ -65,6 +65,7 @@ def _hf_generate(hf, batch, eos=None, n=24):
     return out[:, batch["input_ids"].shape[1]:].numpy()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(BATCHES))
 def test_greedy_matches_transformers(pair, name):
     hf, model = pair
@@ -74,6 +75,7 @@ def test_greedy_matches_transformers(pair, name):
     np.testing.assert_array_equal(ours, ref)
 
 
+@pytest.mark.slow
 def test_greedy_stops_at_eos_like_transformers(pair):
     hf, model = pair
     batch = make_batch(BATCHES["left-padded-pair"])
@@ -114,20 +116,18 @@ def test_cached_decode_logits_equal_full_forward(pair):
 
 def test_packed_projections_keep_the_logits_and_are_undone(pair):
     """The rollout's packed GEMMs (q/k/v and gate/up concatenated, RMSNorm weights and the attention
-    scale folded in) give the model's logits; leaving the block restores the plain layers."""
+    scale folded in) give the model's logits; the model itself is left as it was."""
     _, model = pair
     batch = _paddle(make_batch(BATCHES["left-padded-pair"]))
+    before = {n: p.numpy().copy() for n, p in model.named_parameters()}
     with paddle.no_grad():
         ref = model(**batch).logits.numpy()
-        with pack_projections(model.model):
-            assert all(layer.input_layernorm.folded for layer in model.model.layers)
-            packed = model(**batch).logits.numpy()
+        packed = forward(model, batch, packed=pack_decoder(model.model)).logits.numpy()
         after = model(**batch).logits.numpy()
     keep = batch["attention_mask"].numpy().astype(bool)
     assert np.abs(packed - ref)[keep].max() <= 1e-4
     np.testing.assert_array_equal(after, ref)
-    assert not any(layer.input_layernorm.folded or layer.self_attn.packed or layer.self_attn.packed_rotate_half
-                   for layer in model.model.layers)
+    assert all(np.array_equal(before[n], p.numpy()) for n, p in model.named_parameters())
 
 
 def test_grouped_cache_decode_logits_equal_full_forward(pair):
@@ -166,7 +166,8 @@ def test_rollout_positions_equal_rope_index_of_full_sequence(pair):
     _, model = pair
     batch = _paddle(make_batch(BATCHES["left-padded-pair"]))
     out = generate(model, batch, max_new_tokens=6, do_sample=True, num_return_sequences=2, pad_token_id=PAD, seed=1)
-    full_ids = paddle.concat([out.prompt_ids, out.completion_ids], axis=1)
+    prompts = paddle.repeat_interleave(out.prompt_ids, 2, axis=0)  # (N, L): the output keeps each prompt once
+    full_ids = paddle.concat([prompts, out.completion_ids], axis=1)
     grid = paddle.repeat_interleave(batch["image_grid_thw"], 2, axis=0)
     pos, _ = model.rope_index(full_ids, out.attention_mask, grid)
     keep = out.attention_mask.numpy().astype(bool)
@@ -205,9 +206,10 @@ def test_sampling_logprobs_match_temperature_scaled_forward(pair):
     batch = _paddle(make_batch(BATCHES["left-padded-pair"]))
     out = generate(model, batch, max_new_tokens=6, do_sample=True, temperature=0.7, top_p=0.9, top_k=50,
                    num_return_sequences=2, pad_token_id=PAD, seed=3)
-    full_ids = paddle.concat([out.prompt_ids, out.completion_ids], axis=1)
-    logits = model(input_ids=full_ids, attention_mask=out.attention_mask, position_ids=out.position_ids,
-                   pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"], group_size=2).logits
+    prompts = paddle.repeat_interleave(out.prompt_ids, 2, axis=0)  # (N, L): the output keeps each prompt once
+    full_ids = paddle.concat([prompts, out.completion_ids], axis=1)
+    embeds = model.embed(full_ids, batch["pixel_values"], batch["image_grid_thw"], group_size=2)  # vision once per prompt
+    logits = model.lm_head(model.model(embeds, out.position_ids, out.attention_mask))  # (N, L + T, V)
     t = out.completion_ids.shape[1]
     pred = logits[:, -t - 1:-1] / 0.7  # (N, T, V) logits that predicted each completion token
     lp = paddle.take_along_axis(paddle.nn.functional.log_softmax(pred, -1), out.completion_ids.unsqueeze(-1), -1)[..., 0]

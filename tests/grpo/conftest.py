@@ -29,7 +29,8 @@ def run_trl_dpo(tmp_path_factory: pytest.TempPathFactory) -> Callable[[list[dict
 
 
 def _trl_runner(script: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[list[dict]], list[dict]]:
-    # find_spec, not import: torch and TRL must stay out of this process.
+    # find_spec, not import: TRL runs in its own fresh process (trl_reference.py says why), whatever this
+    # process has loaded (the transformers parity tests import torch here; tests/hf_reference.py).
     if importlib.util.find_spec("trl") is None:
         pytest.skip("TRL (test extra) is not installed; it is the reference implementation")
 

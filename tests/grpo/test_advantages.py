@@ -52,6 +52,7 @@ def trl_results(run_trl) -> dict[str, np.ndarray]:
     return {case["id"]: result["advantages"] for case, result in zip(cases, run_trl(cases), strict=True)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
 def test_matches_trl(case: dict, trl_results: dict[str, np.ndarray]) -> None:
     ours = compute_advantages(case["rewards"], case["num_generations"], case["scale_rewards"])
@@ -74,6 +75,7 @@ def test_identical_rewards_give_exactly_zero(scale_rewards: str) -> None:
     assert (adv[16:] != 0.0).all()
 
 
+@pytest.mark.slow
 def test_constant_groups_are_exactly_zero_where_trl_leaves_rounding_noise(trl_results) -> None:
     ours = compute_advantages(ROUNDING["rewards"], 8, "group")
     trl = trl_results[ROUNDING["id"]]

@@ -18,7 +18,7 @@ from paddlemix_r1.cli import build_parser
 from paddlemix_r1.data.synthetic import counting_rows, write_jsonl_dataset
 from paddlemix_r1.grpo import curriculum as cur
 from paddlemix_r1.grpo.config import GRPOConfig
-from paddlemix_r1.models import build_tiny_checkpoint, from_pretrained
+from paddlemix_r1.models import from_pretrained
 from paddlemix_r1.rewards import list_rewards, register_reward
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,8 +39,8 @@ TINY_GRPO = dict(task="counting", dataset="synthetic_counting", num_train_sample
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_checkpoint(str(tmp_path_factory.mktemp("tiny")), family="qwen2_5_vl", seed=1)
+def tiny(tiny_ckpt):
+    return tiny_ckpt  # tests/conftest.py: one tiny Qwen2.5-VL (seed 1) per session
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,7 @@ def full_run(tiny, val_file, tmp_path_factory):
     return cfg, cur.run_curriculum(cfg, on_trainer=hook), seen
 
 
+@pytest.mark.slow
 def test_handoff_policy_and_reference_equal_the_chosen_checkpoint(full_run):
     cfg, results, seen = full_run
     chosen = os.path.join(cfg.stage_dir(0), "checkpoint-1", "model")  # handoff: 1, not the final checkpoint-2
@@ -97,6 +98,7 @@ def test_handoff_policy_and_reference_equal_the_chosen_checkpoint(full_run):
     assert [r.steps for r in results] == [2, 2] and all(len(r.reward_curve) == 2 for r in results)
 
 
+@pytest.mark.slow
 def test_summary_state_eval_and_plot(full_run):
     cfg, results, _ = full_run
     b = results[1]
@@ -116,6 +118,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_mid_stage(tiny, tmp_path, full_run):
     cfg_full, results_full, _ = full_run
     recipe = _recipe(tiny, tmp_path)

@@ -35,6 +35,7 @@ def trl(run_trl_dpo) -> list[dict]:
     return run_trl_dpo(cases)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[f"{lt}-b{b}-ls{ls}" for lt, b, ls in CASES])
 def test_value_gradient_and_metrics_equal_trl(trl, index: int) -> None:
     loss_type, beta, ls = CASES[index]

@@ -10,7 +10,7 @@ import pytest
 
 from paddlemix_r1.grpo.config import GRPOConfig
 from paddlemix_r1.grpo.trainer import GRPOTrainer
-from paddlemix_r1.models import build_tiny_checkpoint, from_pretrained
+from paddlemix_r1.models import from_pretrained
 from paddlemix_r1.ops import contracts
 from paddlemix_r1.rewards import list_rewards, register_reward
 
@@ -19,8 +19,8 @@ if "test_gpu_text_length" not in list_rewards():  # differs between samples: eve
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_checkpoint(str(tmp_path_factory.mktemp("tiny")), family="qwen2_5_vl", seed=1)
+def tiny(tiny_ckpt):
+    return tiny_ckpt  # tests/conftest.py: one tiny Qwen2.5-VL (seed 1) per session
 
 
 def _step(tiny, out, **kw):

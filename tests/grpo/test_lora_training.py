@@ -14,7 +14,7 @@ from paddlemix_r1.grpo.config import GRPOConfig
 from paddlemix_r1.grpo.logprobs import completion_logprobs
 from paddlemix_r1.grpo.sft import run_sft
 from paddlemix_r1.grpo.trainer import GRPOTrainer
-from paddlemix_r1.models import build_tiny_checkpoint, from_pretrained
+from paddlemix_r1.models import from_pretrained
 from paddlemix_r1.models.lora import LoraConfig, adapter_parameters, adapters_disabled, apply_lora
 from paddlemix_r1.processing import Processor
 from paddlemix_r1.rewards import list_rewards, register_reward
@@ -30,8 +30,8 @@ if "test_lora_text_length" not in list_rewards():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_checkpoint(str(tmp_path_factory.mktemp("tiny-lora")), family="qwen2_5_vl", seed=1)
+def tiny(tiny_ckpt):
+    return tiny_ckpt  # tests/conftest.py: one tiny Qwen2.5-VL (seed 1) per session
 
 
 def _cfg(tiny, out, **kw) -> GRPOConfig:
@@ -88,6 +88,7 @@ def test_reference_with_adapters_off_equals_the_base_model(trained, tiny):
     assert np.abs(policy_lp - base_lp)[mask].max() > 1e-4
 
 
+@pytest.mark.slow
 def test_lora_checkpoint_layout_and_exact_resume(tiny, tmp_path):
     kw = dict(save_steps=2, max_steps=4, lr_scheduler_type="cosine", warmup_steps=1)
     full = GRPOTrainer(_cfg(tiny, tmp_path / "full", **kw))

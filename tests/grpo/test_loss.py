@@ -103,6 +103,7 @@ def run_ours(case: dict) -> tuple[float, np.ndarray, dict[str, float]]:
     return float(loss), logps.grad.numpy(), {k: float(v) for k, v in metrics.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
 def test_matches_trl(case: dict, trl_results: dict[str, dict]) -> None:
     ref = trl_results[case["id"]]

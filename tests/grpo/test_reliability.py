@@ -38,8 +38,8 @@ if "test_text_length" not in list_rewards():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_checkpoint(str(tmp_path_factory.mktemp("tiny")), family="qwen2_5_vl", seed=1)
+def tiny(tiny_ckpt):
+    return tiny_ckpt  # tests/conftest.py: one tiny Qwen2.5-VL (seed 1) per session
 
 
 def _fields(tiny, out, **kw) -> dict:
@@ -69,6 +69,7 @@ def _temp_dirs(out: Path) -> list[str]:
 # ----- 1. signals ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_the_run_cleanly_with_a_message(tiny, tmp_path, signum):
     """Our handler only sets a flag (Paddle's C handler, which calls malloc, never runs): the step in

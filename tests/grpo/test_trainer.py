@@ -16,9 +16,8 @@ from paddlemix_r1.grpo import trainer as trainer_mod
 from paddlemix_r1.grpo.config import GRPOConfig
 from paddlemix_r1.grpo.logprobs import RolloutInputs, completion_logprobs
 from paddlemix_r1.grpo.trainer import GRPOTrainer, NonFiniteError
-from paddlemix_r1.models import build_tiny_checkpoint, from_pretrained
+from paddlemix_r1.models import from_pretrained
 from paddlemix_r1.processing import Processor
-from paddlemix_r1.rewards import list_rewards, register_reward
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -33,14 +32,15 @@ def text_length(completions, **_):
     return [len(text) / 100 for text in completions]
 
 
-for _name, _fn in (("test_digit_fraction", digit_fraction), ("test_text_length", text_length)):
-    if _name not in list_rewards():
-        register_reward(_name, _fn)
+@pytest.fixture(scope="module", autouse=True)
+def _rewards(register_rewards):
+    """This module's rewards, in the registry for its tests only (tests/conftest.py restores it)."""
+    register_rewards(test_digit_fraction=digit_fraction, test_text_length=text_length)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_checkpoint(str(tmp_path_factory.mktemp("tiny")), family="qwen2_5_vl", seed=1)
+def tiny(tiny_ckpt):
+    return tiny_ckpt  # tests/conftest.py: one tiny Qwen2.5-VL (seed 1) per session
 
 
 def _cfg(tiny, out, **kw):
@@ -95,6 +95,7 @@ def test_freeze_vision(tiny, tmp_path, freeze):
     assert not np.array_equal(dec_before, tr.model.model.layers[0].mlp.up_proj.weight.numpy())
 
 
+@pytest.mark.slow
 def test_grpo_learns_a_synthetic_reward(tiny, tmp_path):
     """Stated margin: mean reward of the last 5 steps exceeds the first 5 steps' by >= 0.3 within 30 steps
     (seeded; measured 0.01 -> 0.6 in about 6 s on 2 cores)."""
@@ -110,6 +111,7 @@ def _params(model):
     return {n: p.numpy().copy() for n, p in model.named_parameters()}
 
 
+@pytest.mark.slow
 def test_exact_resume(tiny, tmp_path):
     kw = dict(save_steps=2, reward_funcs=["test_text_length", "test_digit_fraction"], lr_scheduler_type="cosine",
               warmup_steps=1)

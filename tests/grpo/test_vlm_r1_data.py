@@ -14,7 +14,6 @@ from PIL import Image
 
 from paddlemix_r1.grpo.config import GRPOConfig
 from paddlemix_r1.grpo.trainer import GRPOTrainer
-from paddlemix_r1.models import build_tiny_checkpoint
 from paddlemix_r1.rewards import get_reward
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,8 +38,8 @@ FILES = {
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_checkpoint(str(tmp_path_factory.mktemp("tiny")), family="qwen2_5_vl", seed=1)
+def tiny(tiny_ckpt):
+    return tiny_ckpt  # tests/conftest.py: one tiny Qwen2.5-VL (seed 1) per session
 
 
 @pytest.fixture

@@ -25,6 +25,10 @@ def text_length(completions, **_):
 def main() -> int:
     import numpy as np
 
+    import paddlemix_r1
+
+    paddlemix_r1.configure_runtime()  # as `paddlemix-r1 train` runs
+
     from paddlemix_r1.grpo import trainer as trainer_mod
     from paddlemix_r1.grpo.config import GRPOConfig
     from paddlemix_r1.rewards import list_rewards, register_reward

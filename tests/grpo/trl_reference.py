@@ -16,9 +16,10 @@ w.r.t. it is read off after ``loss.backward()``), ``_generate`` returns fixed to
 ``_calculate_rewards`` returns the test's rewards. Everything between, including TRL's reductions,
 clipping, KL, metrics and advantage normalization, is TRL's code as installed.
 
-Why a separate process: torch and TRL stay out of the Paddle test process, so a Paddle-side import
-(PaddleFormers switches transformers' torch detection off) cannot change what TRL does, and the
-test suite does not depend on import order.
+Why a separate process: TRL runs in a fresh interpreter, so nothing the Paddle test process has
+imported (PaddleFormers switches transformers' torch detection off) can change what TRL does, and
+the result does not depend on import order. (The transformers parity tests do import torch into the
+test process: tests/hf_reference.py.)
 """
 
 from __future__ import annotations

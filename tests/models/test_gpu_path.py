@@ -9,9 +9,8 @@ import paddle
 import pytest
 
 from paddlemix_r1 import ops
-from paddlemix_r1.generation import generate
+from paddlemix_r1.generation import generate, pack_decoder
 from paddlemix_r1.models import build_tiny_checkpoint, from_pretrained
-from paddlemix_r1.models.decoder import pack_projections
 from paddlemix_r1.ops import contracts
 
 FAMILIES = ["qwen2_vl", "qwen2_5_vl"]
@@ -68,11 +67,9 @@ def test_every_parameter_is_used_inside_its_owners_forward(ckpt):
 def test_packing_is_cpu_only(ckpt):
     """R10 / R4(e): no packed bf16 weight copies (and no weight reads outside a forward) on a GPU."""
     model = from_pretrained(ckpt)
-    attn = model.model.layers[0].self_attn
-    with pack_projections(model.model):
-        assert attn.packed is not None
-    with contracts.gpu_contracts(), pack_projections(model.model):
-        assert attn.packed is None and not model.model.layers[0].input_layernorm.folded
+    assert pack_decoder(model.model) is not None
+    with contracts.gpu_contracts():
+        assert pack_decoder(model.model) is None
 
 
 def _loss_and_grads(model, batch):

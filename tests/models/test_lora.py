@@ -18,10 +18,10 @@ import paddle
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from paddlemix_r1.generation import generate
+from paddlemix_r1.generation import generate, pack_decoder
+from paddlemix_r1.generation.engine import forward
 from paddlemix_r1.grpo.logprobs import RolloutInputs, completion_logprobs
 from paddlemix_r1.models import build_tiny_checkpoint, from_pretrained
-from paddlemix_r1.models.decoder import pack_projections
 from paddlemix_r1.models.lora import (
     DEFAULT_TARGET_MODULES,
     LoraConfig,
@@ -138,15 +138,15 @@ def test_adapters_disabled_gives_the_base_model(tiny):
 
 
 def test_packed_decoding_folds_the_adapters(tiny):
-    """pack_projections folds the adapter deltas into its packed weights: the same logits as the unpacked
+    """The packed decoder copy folds the adapter deltas into its packed weights: the same logits as the unpacked
     forward, and a rollout's sampled tokens and log-probs equal the unpacked path's (also with adapters off)."""
     path = tiny["qwen2_5_vl"]
     model = _adapted(path, seed=1)
     np_batch = _batch(model)
     batch = {k: paddle.to_tensor(v) for k, v in np_batch.items()}
     unpacked = _logits(model, np_batch)
-    with paddle.no_grad(), pack_projections(model.model):
-        packed = model(**batch).logits.numpy()
+    with paddle.no_grad():
+        packed = forward(model, batch, packed=pack_decoder(model.model)).logits.numpy()
     np.testing.assert_allclose(packed, unpacked, atol=TOL)
     assert np.abs(unpacked - _logits(from_pretrained(path), np_batch)).max() > 1e-2
 
@@ -228,12 +228,14 @@ def hf_lora(tiny, tmp_path_factory):
     return ours, dict(np.load(work / "ref.npz")), work
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
 def test_merged_checkpoint_loads_in_transformers_with_identical_logits(hf_lora, family):
     ours, ref, _ = hf_lora
     _assert_close_on_tokens(ours[family][0], ref[f"{family}/merged"], ours[family][1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
 def test_adapter_loads_in_hf_peft_with_identical_logits(hf_lora, family):
     ours, ref, work = hf_lora

@@ -58,6 +58,7 @@ def reference(tmp_path_factory):
     return {c["name"]: c["dir"] for c in cases}, dict(np.load(work / "ref.npz"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [c[0] for c in CASES])
 def test_logits_match_transformers(reference, case):
     dirs, ref = reference
@@ -71,6 +72,7 @@ def test_logits_match_transformers(reference, case):
     assert diff <= TOL, f"max |diff| {diff:.3g} on non-pad positions"
 
 
+@pytest.mark.slow
 def test_config_layouts_read_the_same_fields(reference):
     """Both layouts give the same parsed config (rope_theta from rope_parameters or the top level; the
     published layout's sliding-window fields, switched off, leave every layer on full attention)."""
@@ -82,6 +84,7 @@ def test_config_layouts_read_the_same_fields(reference):
     assert a.text.head_dim == 16 and a.text.num_key_value_heads == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["untied-transformers5", "tied-published"])
 def test_greedy_generation_matches_transformers(reference, case):
     dirs, ref = reference

@@ -182,6 +182,7 @@ def test_slow_answer_is_stopped_by_the_inner_alarm(verifier):
     assert reward(["<answer>5</answer>"], solution=["5"]) == [1.0]  # still serving
 
 
+@pytest.mark.slow
 def test_hard_deadline_kills_and_restarts_the_worker():
     # Inner alarm off: only the parent's deadline can stop the comparison.
     with MathVerifier(timeout_s=1.0, op_timeout_s=None) as v:

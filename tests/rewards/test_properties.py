@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import paddlemix_r1.focus  # noqa: F401  (registers the focus_* rewards)
 from paddlemix_r1.rewards import get_reward, list_rewards
 from paddlemix_r1.rewards.accuracy import ACCURACY_METHODS, accuracy_methods, make_accuracy_reward
 from paddlemix_r1.rewards.answer_match import make_default_reward
@@ -82,6 +83,11 @@ COLUMNS = {
     "judge": {"solution": "<answer>yes</answer>"},
     "choice": {"solution": "<answer>A, C</answer>"},
     "curr_format": {"task": "detection", "solution": "<thinking>t</thinking><answer>[1, 2, 30, 40]</answer>"},
+    # paddlemix_r1.focus registers these when imported (imported above, so the registry is the same whatever
+    # ran first): turn-2 answers with each trajectory's box status, the box and the evidence region.
+    "focus_answer": {"solution": "vertical", "focus_status": "ok"},
+    "focus_box_valid": {"focus_status": "unparsable"},
+    "focus_crop": {"focus_status": "ok", "focus_box": (0.1, 0.2, 0.6, 0.7), "evidence": (0.0, 0.0, 0.5, 0.5)},
 }
 FAST_REWARDS = sorted(COLUMNS)
 RANGE = {"repetition": (-1.0, 0.0), "length": (-0.5, 1.0)}
@@ -100,6 +106,7 @@ def _check(name, scores):
     assert len(scores) == 1 and isinstance(scores[0], float) and low <= scores[0] <= high, scores
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FAST_REWARDS)
 @settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=any_text)
@@ -114,6 +121,7 @@ def math_reward():
         yield make_math_reward(verifier), verifier
 
 
+@pytest.mark.slow
 @settings(
     max_examples=150,
     deadline=None,
@@ -155,6 +163,7 @@ GOLD_OF = {
 }  # fmt: skip
 
 
+@pytest.mark.slow
 @settings(
     max_examples=80,
     deadline=None,
@@ -166,6 +175,7 @@ def test_text_judged_rewards_never_raise_on_any_answer_or_gold(slow_rewards, tex
     _check(name, slow_rewards[name]([text], solution=[gold]))
 
 
+@pytest.mark.slow
 @settings(
     max_examples=80,
     deadline=None,
@@ -192,6 +202,7 @@ OPEN_COLUMNS = [
 ]
 
 
+@pytest.mark.slow
 @settings(
     max_examples=150,
     deadline=None,
@@ -212,6 +223,7 @@ class _EchoReasoner(Reasoner):
         return [[chat[-1]["content"]] * self.config.num_samples for chat in chats]
 
 
+@pytest.mark.slow
 @settings(
     max_examples=80,
     deadline=None,

@@ -10,6 +10,8 @@ import pytest
 from PIL import Image
 from serve_helpers import API_KEY, MAX_BATCH_SIZE, MAX_IMAGES, MAX_MODEL_LEN, data_url, png_data_url, user_message
 
+pytestmark = pytest.mark.slow  # a server subprocess per session
+
 
 @pytest.fixture(scope="module")
 def client(server) -> openai.OpenAI:

@@ -12,6 +12,8 @@ import httpx
 import pytest
 from conftest import _free_port, _healthy
 
+pytestmark = pytest.mark.slow  # a server subprocess per session
+
 STARTUP_TIMEOUT_S = 90.0
 
 
