@@ -103,19 +103,6 @@ def image_size_of(image: ImageInput) -> tuple[int, int]:
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
-def coverage(region: Sequence[float], target: Sequence[float]) -> float:
-    """Fraction of ``target``'s area inside ``region`` (same frame). The rule-based crop-relevance score:
-    1.0 when the crop holds all of the evidence box, 0 when none of it."""
-    tx1, ty1, tx2, ty2 = (float(v) for v in target)
-    rx1, ry1, rx2, ry2 = (float(v) for v in region)
-    area = (tx2 - tx1) * (ty2 - ty1)
-    if not area > 0:
-        return 0.0
-    iw = min(tx2, rx2) - max(tx1, rx1)
-    ih = min(ty2, ry2) - max(ty1, ry1)
-    return float(iw * ih / area) if iw > 0 and ih > 0 else 0.0
-
-
 def diverse_box(first: Box, rng: np.random.Generator, max_tries: int = 100) -> Box | None:
     """VisRL's diversity controller: a random FOCUS box of about ``first``'s size that does not overlap it.
 

@@ -26,10 +26,8 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from paddlemix_r1.focus.boxes import coverage
-from paddlemix_r1.rewards.answer_match import clean_text
+from paddlemix_r1.rewards.focus import answer_correct, coverage
 from paddlemix_r1.rewards.llm_judge import JudgeConfig, LLMJudge
-from paddlemix_r1.rewards.parsing import extract_answer
 
 ANSWER_PROMPT = (
     "You are responsible for proofreading the answers, you need to give the score to the model's answer by "
@@ -75,16 +73,6 @@ class CropCase:
 class Judge(Protocol):
     def score_answers(self, cases: Sequence[AnswerCase]) -> list[float | None]: ...
     def score_crops(self, cases: Sequence[CropCase]) -> list[float | None]: ...
-
-
-def normalize_answer(text: str) -> str:
-    """The answer block's (or whole text's) content, lower-cased, trailing period and outer space removed."""
-    return clean_text(extract_answer(text))
-
-
-def answer_correct(answer: str, gold: str) -> float:
-    """1.0 if the normalised answer equals the normalised gold, else 0.0."""
-    return 1.0 if normalize_answer(answer) == normalize_answer(gold) and normalize_answer(gold) else 0.0
 
 
 class RuleJudge:

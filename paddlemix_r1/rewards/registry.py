@@ -12,6 +12,7 @@ from paddlemix_r1.rewards.answer_match import all_match_reward, default_reward, 
 from paddlemix_r1.rewards.columns import RewardFn
 from paddlemix_r1.rewards.counting import counting_reward
 from paddlemix_r1.rewards.detection import od_ap50_reward, od_ap_reward, od_length_reward, weighted_sum_reward
+from paddlemix_r1.rewards.focus import focus_answer_reward, focus_box_valid_reward, focus_crop_reward
 from paddlemix_r1.rewards.format_reward import format_reward, rec_format_reward
 from paddlemix_r1.rewards.llm_judge import llm_reward
 from paddlemix_r1.rewards.math_answer import math_reward
@@ -122,3 +123,7 @@ class WeightedReward:
             w = self.weights[name]
             total = [t + w * s for t, s in zip(total, scores)]
         return RewardScores(total=total, per_reward=per_reward)
+# Focus-region trajectories (paddlemix_r1.focus): answer, box validity, crop relevance.
+register_reward("focus_answer", focus_answer_reward)
+register_reward("focus_box_valid", focus_box_valid_reward)
+register_reward("focus_crop", focus_crop_reward)

@@ -4,21 +4,34 @@ from __future__ import annotations
 
 import json
 
-from paddlemix_r1.visrl_demo import VisrlDemoSettings, make_rows, run_visrl_demo
+from paddlemix_r1.visrl_demo import VisrlDemoSettings, run_visrl_demo
 
 
-def test_pictures_hide_the_pattern_at_full_view_and_show_it_in_the_crop(tmp_path) -> None:
+def test_pictures_hide_the_pattern_at_full_view_and_show_it_in_the_crop() -> None:
+    """The three patterns at one place: at the model's 56-px full view they differ only faintly along the
+    square's rim (the inside is one flat grey), in the 56-px quadrant crop they differ everywhere."""
     import numpy as np
     from PIL import Image
 
-    row = make_rows(1, 0, str(tmp_path))[0]
-    img = Image.open(row["images"][0]).convert("L")
-    x1, y1, x2, y2 = (int(v * 448) for v in row["evidence"])
-    full = np.asarray(img.resize((56, 56), Image.BICUBIC), float)[y1 // 8 + 2:y2 // 8 - 2, x1 // 8 + 2:x2 // 8 - 2]
-    q = row["quadrant"]
-    crop = img.crop((224 * (q % 2), 224 * (q // 2), 224 * (q % 2) + 224, 224 * (q // 2) + 224)).resize((56, 56))
-    c = np.asarray(crop, float)
-    assert full.std() < 3.0 and c.std() > 40.0
+    from paddlemix_r1.visrl_demo import CANVAS, PATTERNS, VIEW, striped_picture
+
+    for seed in range(6):
+        pics = [striped_picture(p, seed % 4, np.random.default_rng(seed)) for p in PATTERNS]
+        box = pics[0][1]
+        assert all(b == box for _, b in pics)
+        q = seed % 4
+        half = CANVAS // 2
+        quad = (half * (q % 2), half * (q // 2), half * (q % 2) + half, half * (q // 2) + half)
+        full = [np.asarray(im.convert("L").resize((VIEW, VIEW), Image.BICUBIC), float) for im, _ in pics]
+        crop = [np.asarray(im.convert("L").crop(quad).resize((VIEW, VIEW), Image.BICUBIC), float) for im, _ in pics]
+        x1, y1, x2, y2 = (int(round(v * VIEW)) for v in box)
+        inside = full[0][y1 + 2:y2 - 2, x1 + 2:x2 - 2]
+        assert inside.std() < 1.0 and abs(inside.mean() - 127.5) < 2.0  # a flat grey block
+        for a in range(3):
+            for b in range(a):
+                assert np.abs(full[a] - full[b]).max() < 30.0  # rim only, in 255 levels
+                assert np.abs(full[a] - full[b]).mean() < 1.0
+                assert np.abs(crop[a] - crop[b]).mean() > 20.0
 
 
 def test_smoke_run(tmp_path) -> None:

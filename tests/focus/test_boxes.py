@@ -9,7 +9,6 @@ from PIL import Image
 from paddlemix_r1.focus.boxes import (
     FocusBox,
     check_focus_box,
-    coverage,
     crop_image,
     diverse_box,
     format_focus_box,
@@ -18,6 +17,7 @@ from paddlemix_r1.focus.boxes import (
 from paddlemix_r1.processing.image_processor import smart_resize
 from paddlemix_r1.rewards import coords
 from paddlemix_r1.rewards.coords import box_iou
+from paddlemix_r1.rewards.focus import coverage
 
 WIDE, TALL = (400, 200), (120, 300)
 
@@ -50,6 +50,7 @@ def test_viscot_frame_is_the_padded_square_with_integer_offsets() -> None:
     assert close(right, (40.0, 20.0, 160.0, 140.0)) and not close(visrl_crop, right)
 
 
+@pytest.mark.slow
 def test_padded_square_offsets_match_llava_expand2square() -> None:
     """A red pixel at a VisCoT box corner lands where the conversion says, in expand2square's own output."""
     w, h = 301, 150
