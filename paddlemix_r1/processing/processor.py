@@ -38,7 +38,33 @@ PROCESSOR_FILES = (
 )
 
 
-class Processor:
+class _ChatTokenizer:
+    """What both processors take from their ``tokenizer``: special ids, decoding, the chat template."""
+
+    tokenizer: Tokenizer
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def pad_token_id(self) -> int | None:
+        return self.tokenizer.pad_token_id
+
+    def decode(self, ids: Any, skip_special_tokens: bool = False) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def batch_decode(self, ids: Any, skip_special_tokens: bool = False) -> list[str]:
+        return self.tokenizer.batch_decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def apply_chat_template(
+        self, conversation: Sequence[Message], add_generation_prompt: bool = True, **kwargs: Any
+    ) -> str:
+        """Render one conversation; each image part becomes one ``<|image_pad|>`` placeholder."""
+        return self.tokenizer.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt, **kwargs)
+
+
+class Processor(_ChatTokenizer):
     """Tokenizer + chat template + image processor of a Qwen2-VL / Qwen2.5-VL checkpoint.
 
     ``proc(conversations, images)`` returns::
@@ -118,28 +144,8 @@ class Processor:
     # ---- special ids and text ---------------------------------------------------------------
 
     @property
-    def eos_token_id(self) -> int | None:
-        return self.tokenizer.eos_token_id
-
-    @property
-    def pad_token_id(self) -> int | None:
-        return self.tokenizer.pad_token_id
-
-    @property
     def merge_size(self) -> int:
         return self.image_processor.merge_size
-
-    def decode(self, ids: Any, skip_special_tokens: bool = False) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
-
-    def batch_decode(self, ids: Any, skip_special_tokens: bool = False) -> list[str]:
-        return self.tokenizer.batch_decode(ids, skip_special_tokens=skip_special_tokens)
-
-    def apply_chat_template(
-        self, conversation: Sequence[Message], add_generation_prompt: bool = True, **kwargs: Any
-    ) -> str:
-        """Render one conversation; each image part becomes one ``<|image_pad|>`` placeholder."""
-        return self.tokenizer.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt, **kwargs)
 
     # ---- the batch --------------------------------------------------------------------------
 
@@ -225,18 +231,7 @@ class Processor:
                         "lower the image processor's max_pixels"
                     )
 
-        longest = max(lengths)
-        pad_id = self.pad_token_id
-        if pad_id is None and min(lengths) != longest:
-            raise ValueError(
-                f"{self.tokenizer.source} defines no pad_token, needed to pad prompts of different lengths"
-            )
-        input_ids = np.full((batch_size, longest), pad_id if pad_id is not None else 0, dtype=np.int64)  # (B, L)
-        attention_mask = np.zeros((batch_size, longest), dtype=np.int64)  # (B, L)
-        for i, ids in enumerate(expanded):
-            span = slice(longest - len(ids), longest) if padding_side == "left" else slice(0, len(ids))
-            input_ids[i, span] = ids
-            attention_mask[i, span] = 1
+        input_ids, attention_mask = pad_prompts(expanded, self.pad_token_id, padding_side, self.tokenizer.source)
 
         arrays: dict[str, np.ndarray | None] = {
             "input_ids": input_ids,
@@ -291,7 +286,23 @@ def _to_paddle(arrays: dict[str, np.ndarray | None]) -> dict[str, Any]:
     return {k: None if v is None else paddle.to_tensor(v) for k, v in arrays.items()}
 
 
-class TextProcessor:
+def pad_prompts(sequences: Sequence[Sequence[int]], pad_id: int | None, padding_side: str,
+                source: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """B token-id sequences -> (input_ids, attention_mask), each (B, L), padded on ``padding_side``."""
+    lengths = [len(ids) for ids in sequences]
+    longest = max(lengths)
+    if pad_id is None and min(lengths) != longest:
+        raise ValueError(f"{source} defines no pad_token, needed to pad prompts of different lengths")
+    input_ids = np.full((len(sequences), longest), pad_id if pad_id is not None else 0, dtype=np.int64)  # (B, L)
+    attention_mask = np.zeros((len(sequences), longest), dtype=np.int64)  # (B, L)
+    for i, ids in enumerate(sequences):
+        span = slice(longest - len(ids), longest) if padding_side == "left" else slice(0, len(ids))
+        input_ids[i, span] = ids
+        attention_mask[i, span] = 1
+    return input_ids, attention_mask
+
+
+class TextProcessor(_ChatTokenizer):
     """Tokenizer + chat template of a text-only checkpoint (a Qwen2 causal LM: no ``preprocessor_config.json``),
     with the batch interface of ``Processor`` so generation and SFT drive both kinds alike.
 
@@ -320,24 +331,6 @@ class TextProcessor:
             if os.path.isfile(src) and os.path.abspath(src) != os.path.abspath(os.path.join(out_dir, name)):
                 shutil.copyfile(src, os.path.join(out_dir, name))
 
-    @property
-    def eos_token_id(self) -> int | None:
-        return self.tokenizer.eos_token_id
-
-    @property
-    def pad_token_id(self) -> int | None:
-        return self.tokenizer.pad_token_id
-
-    def decode(self, ids: Any, skip_special_tokens: bool = False) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
-
-    def batch_decode(self, ids: Any, skip_special_tokens: bool = False) -> list[str]:
-        return self.tokenizer.batch_decode(ids, skip_special_tokens=skip_special_tokens)
-
-    def apply_chat_template(
-        self, conversation: Sequence[Message], add_generation_prompt: bool = True, **kwargs: Any
-    ) -> str:
-        return self.tokenizer.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt, **kwargs)
 
     def __call__(
         self,
@@ -369,16 +362,7 @@ class TextProcessor:
             i = lengths.index(max(lengths))
             raise ValueError(f"conversation {i}: the prompt is {lengths[i]} tokens, longer than max_length={max_length}; "
                              "prompts are not truncated")
-        longest = max(lengths)
-        pad_id = self.pad_token_id
-        if pad_id is None and min(lengths) != longest:
-            raise ValueError(f"{self.tokenizer.source} defines no pad_token, needed to pad prompts of different lengths")
-        input_ids = np.full((len(texts), longest), pad_id if pad_id is not None else 0, dtype=np.int64)  # (B, L)
-        attention_mask = np.zeros((len(texts), longest), dtype=np.int64)  # (B, L)
-        for i, ids in enumerate(token_ids):
-            span = slice(longest - len(ids), longest) if padding_side == "left" else slice(0, len(ids))
-            input_ids[i, span] = ids
-            attention_mask[i, span] = 1
+        input_ids, attention_mask = pad_prompts(token_ids, self.pad_token_id, padding_side, self.tokenizer.source)
         arrays: dict[str, np.ndarray | None] = {"input_ids": input_ids, "attention_mask": attention_mask}
         return arrays if return_tensors == "np" else _to_paddle(arrays)
 

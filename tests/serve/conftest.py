@@ -3,11 +3,13 @@ root, and ``paddlemix-r1 serve`` running in a subprocess on a free 127.0.0.1 por
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,17 +81,14 @@ class Server:
         return httpx.get(f"{self.base_url}/metrics", timeout=10).json()
 
 
-@pytest.fixture(scope="session")
-def server(serve_ckpt, image_root, tmp_path_factory):
-    """``paddlemix-r1 serve`` in a subprocess (the test process loads its own model for references)."""
+@contextlib.contextmanager
+def running_server(args: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``paddlemix-r1 serve ARGS --host 127.0.0.1 --port P`` in a subprocess; yields its base URL once /health
+    answers, and stops it afterwards (all waits bounded)."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("serve_log") / "server.log"
-    cmd = [sys.executable, "-m", "paddlemix_r1.cli", "serve", "--model_path", serve_ckpt, "--host", "127.0.0.1",
-           "--port", str(port), "--served_model_name", "tiny", "--max_model_len", str(MAX_MODEL_LEN),
-           "--max_images", str(MAX_IMAGES), "--max_batch_size", str(MAX_BATCH_SIZE), "--allowed_root",
-           str(image_root), "--api_key", API_KEY, "--batch_window_ms", "30", "--max_new_tokens", "8"]
+    cmd = [sys.executable, "-m", "paddlemix_r1.cli", "serve", *args, "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     try:
@@ -101,7 +100,7 @@ def server(serve_ckpt, image_root, tmp_path_factory):
             if time.monotonic() > deadline:
                 pytest.fail(f"the server did not answer /health within {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
             time.sleep(0.2)
-        yield Server(base, "tiny", log)
+        yield base
     finally:
         proc.terminate()
         try:
@@ -109,6 +108,17 @@ def server(serve_ckpt, image_root, tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def server(serve_ckpt, image_root, tmp_path_factory):
+    """``paddlemix-r1 serve`` in a subprocess (the test process loads its own model for references)."""
+    log = tmp_path_factory.mktemp("serve_log") / "server.log"
+    args = ["--model_path", serve_ckpt, "--served_model_name", "tiny", "--max_model_len", str(MAX_MODEL_LEN),
+            "--max_images", str(MAX_IMAGES), "--max_batch_size", str(MAX_BATCH_SIZE), "--allowed_root",
+            str(image_root), "--api_key", API_KEY, "--batch_window_ms", "30", "--max_new_tokens", "8"]
+    with running_server(args, log, env={**os.environ, "PYTHONUNBUFFERED": "1"}) as base:
+        yield Server(base, "tiny", log)
 
 
 @pytest.fixture(scope="session")

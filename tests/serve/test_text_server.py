@@ -4,18 +4,12 @@ answers equal a lone generate call, concurrent requests are batched, image parts
 from __future__ import annotations
 
 import concurrent.futures
-import subprocess
-import sys
-import time
 
 import httpx
 import pytest
-from conftest import _free_port, _healthy
+from conftest import running_server
 
 pytestmark = pytest.mark.slow  # a server subprocess per session
-
-STARTUP_TIMEOUT_S = 90.0
-
 
 @pytest.fixture(scope="module")
 def text_ckpt(tmp_path_factory) -> str:
@@ -32,28 +26,11 @@ def text_ckpt(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def text_server(text_ckpt, tmp_path_factory):
-    port = _free_port()
     log = tmp_path_factory.mktemp("serve_text_log") / "server.log"
-    cmd = [sys.executable, "-m", "paddlemix_r1.cli", "serve", "--model_path", text_ckpt, "--host", "127.0.0.1",
-           "--port", str(port), "--served_model_name", "reasoner", "--batch_window_ms", "30",
-           "--max_model_len", "256"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    try:
-        while not _healthy(base):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the text server did not come up:\n{log.read_text()[-4000:]}")
-            time.sleep(0.2)
+    args = ["--model_path", text_ckpt, "--served_model_name", "reasoner", "--batch_window_ms", "30",
+            "--max_model_len", "256"]
+    with running_server(args, log) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def _lone_greedy(path: str, prompt: str, max_tokens: int) -> str:
