@@ -107,6 +107,28 @@ def dispatch_side(args: argparse.Namespace, run_torch: Callable, run_paddle: Cal
     return False
 
 
+def cpu_header(threads: int) -> str:
+    """The line every benchmark prints first: CPU model, vendor, cores and ISA (``paddlemix_r1.doctor.cpu_info``,
+    what ``paddlemix-r1 doctor`` reports), the Paddle version and the threads used. A speed figure is only
+    meaningful with the CPU it was measured on (AVX2 AMD EPYC and AVX-512/AMX Intel Xeon differ)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
+    from paddlemix_r1.doctor import cpu_info
+
+    cpu = cpu_info()
+    isa = (["AVX2"] if cpu["avx2"] else []) + (["AVX-512"] if cpu["avx512"] else []) + (["AMX"] if cpu["amx"] else [])
+    paddle_version = "not installed"
+    for dist in ("paddlepaddle", "paddlepaddle-gpu"):
+        try:
+            paddle_version = version(dist)
+            break
+        except PackageNotFoundError:
+            continue
+    return (f"CPU: {cpu['model']} ({cpu['vendor']}, {cpu['cores']} cores, ISA {'/'.join(isa) or 'baseline x86-64'}); "
+            f"paddle {paddle_version}, {threads} threads")
+
+
 def run_sides(script: str, argv: list[str], threads: int, rounds: int = 3) -> dict[str, float]:
     """Build the checkpoint, then time the torch side and the paddle side, each in a fresh process,
     ``rounds`` times in alternation (torch, paddle, torch, ...) so that a slow spell of a shared host

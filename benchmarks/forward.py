@@ -16,6 +16,7 @@ import sys
 
 from _harness import (
     add_model_flags,
+    cpu_header,
     dispatch_side,
     hf_model_class,
     image_prompt,
@@ -73,6 +74,7 @@ def main() -> None:
     args = p.parse_args()
     if dispatch_side(args, run_torch, run_paddle):
         return
+    print(cpu_header(args.threads))
     results = run_sides(__file__, sys.argv[1:], args.threads, args.rounds)
     print(f"config: {args.family} hidden {args.hidden} x {args.layers} layers, vision {args.vision_dim} x "
           f"{args.vision_depth}, image {args.image}x{args.image}, {args.threads} threads")

@@ -313,6 +313,9 @@ def main() -> None:
         print(json.dumps(fn(args, args.work)))
         return
 
+    from _harness import cpu_header
+
+    print(cpu_header(args.threads))
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     with tempfile.TemporaryDirectory() as work:
         subprocess.run(

@@ -108,7 +108,9 @@ def _gib(n: float) -> str:
 
 def main(args: argparse.Namespace) -> None:
     import numpy as np
+    from _harness import cpu_header
 
+    print(cpu_header(int(os.environ.get("OMP_NUM_THREADS", len(os.sched_getaffinity(0))))))
     rows_desc = f"N={args.rows}, H={args.hidden_size}, V={args.vocab}, chunk={args.chunk_size}, T={args.temperature}"
     print(f"chosen-token log-probs, forward + backward (d hidden, d weight), fp32 on CPU: {rows_desc}")
     print(

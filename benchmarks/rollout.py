@@ -16,6 +16,7 @@ import sys
 import numpy as np
 from _harness import (
     add_model_flags,
+    cpu_header,
     dispatch_side,
     hf_model_class,
     image_prompt,
@@ -78,6 +79,7 @@ def main() -> None:
     args = p.parse_args()
     if dispatch_side(args, run_torch, run_paddle):
         return
+    print(cpu_header(args.threads))
     res = run_sides(__file__, sys.argv[1:], args.threads, args.rounds)
     n_tok = args.G * args.new_tokens
     print(f"config: {args.family} hidden {args.hidden} x {args.layers} layers, vision {args.vision_dim} x "

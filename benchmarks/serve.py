@@ -40,20 +40,6 @@ import paddlemix_r1  # noqa: E402  first: CPU runtime settings (threads, MKL dis
 paddlemix_r1.configure_runtime()
 
 
-def header(threads: int) -> str:
-    """CPU model and ISA (``paddlemix_r1.doctor.cpu_info``, what ``paddlemix-r1 doctor`` reports)."""
-    import paddle
-
-    from paddlemix_r1.doctor import cpu_info
-
-    cpu = cpu_info()
-    isa = ["AVX2"] if cpu["avx2"] else []
-    isa += ["AVX-512"] if cpu["avx512"] else []
-    isa += ["AMX"] if cpu["amx"] else []
-    return (f"CPU: {cpu['model']} ({cpu['vendor']}, {cpu['cores']} cores, ISA {'/'.join(isa) or 'baseline x86-64'}); "
-            f"paddle {paddle.__version__}, {threads} threads")
-
-
 def images(n: int) -> list:
     import numpy as np
     from PIL import Image
@@ -187,9 +173,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     args = p.parse_args()
 
+    from _harness import cpu_header
+
     from paddlemix_r1.models import build_tiny_checkpoint
 
-    print(header(args.threads))
+    print(cpu_header(args.threads))
     pictures = images(4)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = build_tiny_checkpoint(os.path.join(tmp, "ckpt"), family="qwen2_5_vl", seed=0, hidden=args.hidden,

@@ -210,6 +210,9 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.checkpoint, args.batch, args.group, args.reps)))
         return
 
+    from _harness import cpu_header
+
+    print(cpu_header(int(os.environ.get("OMP_NUM_THREADS", len(os.sched_getaffinity(0))))))
     backends = [("ours", sys.executable), ("transformers", sys.executable)]
     if args.paddleformers_python:
         backends.append(("paddleformers", args.paddleformers_python))
