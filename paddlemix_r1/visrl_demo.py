@@ -1,11 +1,14 @@
 """The CPU demo of focus-region reasoning (VisRL): ``paddlemix-r1 demo --recipe visrl``.
 
-The synthetic task: a 448 x 448 white picture holds one 112 x 112 striped square in one of its four
-quadrants; the question asks for its pattern (horizontal, vertical or checker: 8-pixel black and
-white stripes). The model sees every image at 56 x 56 (max_pixels), where the full picture shows the
-square only as a flat grey block (its location is visible, its pattern is not: inside the square every
-pixel averages one black and one white half stripe), while the crop of the right quadrant, seen at the
-same 56 x 56, shows the stripes (``striped_picture``). So the answer is legible only through a good box.
+The synthetic task: a 448 x 448 white picture holds one 112 x 112 square in one of its four quadrants:
+a 24-px solid frame around 64 x 64 px of 8-pixel black and white stripes (horizontal, vertical or
+checker); the question asks for the pattern. The model sees every image at 56 x 56 (max_pixels). In the
+full picture the frame is a strong blob that shows WHERE the square is (its colour, the same for every
+pattern, names the quadrant: the tiny model's rotary positions barely tell its 2 x 2 full-view image
+tokens apart, so the location cue is in the content), while the striped inside is a flat grey (every
+pixel averages one black and one white half stripe): the pattern is not legible. The crop of the right
+quadrant, seen at the same 56 x 56, shows the stripes (``striped_picture``). So the answer is legible
+only through a good box.
 
 1. a tiny random Qwen2.5-VL; train / test pictures;
 2. supervised warm-up (VisRL's SFT stage, but format-only for the box): first the answer turn alone
@@ -36,7 +39,8 @@ from paddlemix_r1.focus.boxes import format_focus_box
 
 PATTERNS = ("horizontal", "vertical", "checker")
 QUESTION = "What is the pattern of the grey square?"
-CANVAS, MARK, STRIPE, VIEW, SLOTS = 448, 112, 8, 56, 3
+CANVAS, MARK, STRIPE, VIEW, SLOTS, FRAME = 448, 112, 8, 56, 2, 24
+FRAME_COLORS = ((200, 0, 0), (0, 150, 0), (0, 0, 220), (230, 160, 0))
 QUADRANTS = [(0.0, 0.0, 0.5, 0.5), (0.5, 0.0, 1.0, 0.5), (0.0, 0.5, 0.5, 1.0), (0.5, 0.5, 1.0, 1.0)]
 
 
@@ -49,6 +53,8 @@ class VisrlDemoSettings:
     sft_steps: int = 200
     """Then steps on both turns: the box format (a random quadrant) and the answer under the right crop."""
     sft_learning_rate: float = 1e-3
+    sft_box_true: float = 0.0
+    """Fraction of box-turn targets that name the right quadrant (the rest: a random quadrant)."""
     attempts: int = 4
     """K attempts x 2 trajectories per training picture in the self-generated data."""
     gen_temperature: float = 1.0
@@ -58,6 +64,8 @@ class VisrlDemoSettings:
     dpo_learning_rate: float = 1e-3
     dpo_batch: int = 8
     dpo_beta: float = 0.1
+    dpo_lora: bool = True
+    dpo_loss: str = "sigmoid"
     grpo_steps: int = 100
     grpo_prompts: int = 4
     grpo_generations: int = 8
@@ -76,19 +84,22 @@ class VisrlDemoSettings:
 
 def striped_picture(pattern: str, quadrant: int, rng: np.random.Generator) -> tuple[Image.Image, tuple]:
     """The picture and the square's FOCUS box. The square sits at one of ``SLOTS`` x ``SLOTS`` places of its
-    quadrant, on the crop's 14-px patch grid (56 picture px), and its 8-px stripes start half a stripe in:
-    at the full picture's 8x reduction every pixel inside the square then averages one black and one white
-    half stripe to a flat grey, while the quadrant crop's 4x reduction keeps them as crisp 2-px stripes at a
-    fixed phase to the patches (measured: full-view std 0 inside the square, class differences only along
-    its rim, at most 27 of 255; crop class differences 28 on average)."""
+    quadrant, on the full view's 14-px patch grid (112 picture px); its frame (``FRAME`` px, colour
+    ``FRAME_COLORS[quadrant]``) is the same for every pattern, and the stripes inside start half a stripe in:
+    at the full picture's 8x reduction every pixel inside the frame then averages one black and one white
+    half stripe to a flat grey, while the quadrant crop's 4x reduction keeps them as crisp 2-px stripes
+    (measured: full-view std 0 inside, pattern differences only along the striped area's rim, at most 24 of
+    255; in the crop the striped areas of two patterns differ by 109 levels on average)."""
     half = CANVAS // 2
     a = np.full((CANVAS, CANVAS, 3), 255, np.uint8)
     step = (half - MARK) // (SLOTS - 1)
     ox = half * (quadrant % 2) + step * int(rng.integers(SLOTS))
     oy = half * (quadrant // 2) + step * int(rng.integers(SLOTS))
-    yy, xx = np.mgrid[0:MARK, 0:MARK] + STRIPE // 2
+    a[oy:oy + MARK, ox:ox + MARK] = FRAME_COLORS[quadrant]
+    inner = MARK - 2 * FRAME
+    yy, xx = np.mgrid[0:inner, 0:inner] + STRIPE // 2
     cells = {"horizontal": yy // STRIPE, "vertical": xx // STRIPE, "checker": yy // STRIPE + xx // STRIPE}[pattern]
-    a[oy:oy + MARK, ox:ox + MARK] = np.where(cells % 2 == 1, 0, 255)[..., None]
+    a[oy + FRAME:oy + MARK - FRAME, ox + FRAME:ox + MARK - FRAME] = np.where(cells % 2 == 1, 0, 255)[..., None]
     box = (ox / CANVAS, oy / CANVAS, (ox + MARK) / CANVAS, (oy + MARK) / CANVAS)
     return Image.fromarray(a), box
 
@@ -142,7 +153,7 @@ def _sft_rows(rows: list[dict]) -> list[dict]:
         full = Image.open(r["images"][0]).convert("RGB")
         q = r["quadrant"]
         crop = crop_image(full, check_focus_box(QUADRANTS[q], full.size))
-        out.append({"images": [full], "conv": box_conversation(r["problem"]), "kind": "box"})
+        out.append({"images": [full], "conv": box_conversation(r["problem"]), "kind": "box", "quadrant": q})
         out.append({"images": [full, crop], "conv": answer_conversation(r["problem"], quadrant_text(q)),
                     "kind": "answer", "gold": r["solution"]})
     return out
@@ -176,7 +187,9 @@ def run_visrl_demo(output_dir: str, settings: VisrlDemoSettings | None = None) -
           f"{s.sft_steps} steps on it and on the box turn (random quadrants)")
 
     def answer(r, rng):
-        return quadrant_text(int(rng.integers(4))) if r["kind"] == "box" else r["gold"]
+        if r["kind"] != "box":
+            return r["gold"]
+        return quadrant_text(r["quadrant"] if rng.random() < s.sft_box_true else int(rng.integers(4)))
 
     rows = _sft_rows(train)
     sft_losses = run_sft(model, proc, [r for r in rows if r["kind"] == "answer"], lambda r: r["conv"], answer,
@@ -210,7 +223,8 @@ def run_visrl_demo(output_dir: str, settings: VisrlDemoSettings | None = None) -
             cfg = DPOTrainConfig(model_name_or_path=start, output_dir=os.path.join(output_dir, f"dpo-stage{stage}"),
                                  stage=stage, beta=s.dpo_beta, learning_rate=s.dpo_learning_rate, max_steps=steps,
                                  per_device_batch_size=s.dpo_batch, gradient_accumulation_steps=1, save_steps=0,
-                                 save_total_limit=1, seed=s.seed, logging_steps=10)
+                                 save_total_limit=1, seed=s.seed, logging_steps=10, use_peft=s.dpo_lora,
+                                 freeze_vision=s.dpo_lora, loss_type=s.dpo_loss)
             trainer = DPOTrainer(cfg, pairs=pairs)
             history = trainer.train()
             start = os.path.join(cfg.output_dir, f"checkpoint-{trainer.step}", "model")
