@@ -254,18 +254,8 @@ class ModelConfig:
         return {
             "architectures": [arch],
             "model_type": self.model_type,
-            "vocab_size": t.vocab_size,
-            "hidden_size": t.hidden_size,
-            "intermediate_size": t.intermediate_size,
-            "num_hidden_layers": t.num_hidden_layers,
-            "num_attention_heads": t.num_attention_heads,
-            "num_key_value_heads": t.num_key_value_heads,
-            "rms_norm_eps": t.rms_norm_eps,
-            "rope_theta": t.rope_theta,
+            **self._decoder_fields(),
             "rope_scaling": {"type": "mrope", "mrope_section": list(t.mrope_section)},
-            "hidden_act": t.hidden_act,
-            "max_position_embeddings": 32768,
-            "use_sliding_window": False,
             "tie_word_embeddings": self.tie_word_embeddings,
             "image_token_id": self.image_token_id,
             "video_token_id": self.video_token_id,
@@ -275,12 +265,10 @@ class ModelConfig:
             "vision_config": vision,
         }
 
-    def _text_only_dict(self) -> dict[str, Any]:
-        """A Qwen2ForCausalLM config.json in the published layout (top-level rope_theta)."""
+    def _decoder_fields(self) -> dict[str, Any]:
+        """The decoder's config.json fields, the same in the VL and the text-only layouts."""
         t = self.text
         return {
-            "architectures": ["Qwen2ForCausalLM"],
-            "model_type": self.model_type,
             "vocab_size": t.vocab_size,
             "hidden_size": t.hidden_size,
             "intermediate_size": t.intermediate_size,
@@ -289,10 +277,19 @@ class ModelConfig:
             "num_key_value_heads": t.num_key_value_heads,
             "rms_norm_eps": t.rms_norm_eps,
             "rope_theta": t.rope_theta,
-            "rope_scaling": None,
             "hidden_act": t.hidden_act,
             "max_position_embeddings": 32768,
             "use_sliding_window": False,
+        }
+
+    def _text_only_dict(self) -> dict[str, Any]:
+        """A Qwen2ForCausalLM config.json in the published layout (top-level rope_theta)."""
+        t = self.text
+        return {
+            "architectures": ["Qwen2ForCausalLM"],
+            "model_type": self.model_type,
+            **self._decoder_fields(),
+            "rope_scaling": None,
             "sliding_window": 32768,
             "max_window_layers": t.num_hidden_layers,
             "tie_word_embeddings": self.tie_word_embeddings,
