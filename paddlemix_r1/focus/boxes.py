@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from paddlemix_r1.processing.image_processor import ImageInput, load_image
+from paddlemix_r1.processing.image_processor import MAX_ASPECT_RATIO, ImageInput, load_image
 from paddlemix_r1.rewards.coords import Box, box_iou, focus_to_original
 from paddlemix_r1.rewards.parsing import parse_box
 
@@ -32,8 +32,6 @@ RANGE_TOLERANCE = 1e-3
 """Coordinates a rounding step past 0 or 1 (e.g. 1.0004) are clipped, not refused."""
 MIN_CROP_SIDE = 4
 """Default smallest crop side in original pixels (the processor upsamples it to min_pixels)."""
-MAX_ASPECT = 200.0
-"""``smart_resize`` refuses an aspect ratio above 200."""
 STATUSES = ("ok", "unparsable", "empty", "out_of_range", "too_small", "too_thin")
 
 
@@ -73,7 +71,7 @@ def check_focus_box(box: Sequence[float], image_size: Sequence[int], min_side: i
     cw, ch = right - left, bottom - top
     if cw < min_side or ch < min_side:
         return FocusBox("too_small")
-    if max(cw, ch) / min(cw, ch) >= MAX_ASPECT:
+    if max(cw, ch) / min(cw, ch) >= MAX_ASPECT_RATIO:
         return FocusBox("too_thin")
     return FocusBox("ok", focus, (left, top, right, bottom))
 

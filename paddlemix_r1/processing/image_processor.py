@@ -31,6 +31,10 @@ DEFAULT_MIN_PIXELS = 56 * 56
 DEFAULT_MAX_PIXELS = 28 * 28 * 1280
 
 
+MAX_ASPECT_RATIO = 200
+"""``smart_resize`` refuses an image whose long side is more than this many times its short side."""
+
+
 def smart_resize(
     height: int,
     width: int,
@@ -42,9 +46,10 @@ def smart_resize(
 
     ``factor`` is patch_size * merge_size (28 for both Qwen2-VL and Qwen2.5-VL).
     """
-    if max(height, width) / min(height, width) > 200:
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
         raise ValueError(
-            f"absolute aspect ratio must be smaller than 200, got {max(height, width) / min(height, width)}"
+            f"absolute aspect ratio must be smaller than {MAX_ASPECT_RATIO}, got "
+            f"{max(height, width) / min(height, width)}"
         )
     h_bar = round(height / factor) * factor
     w_bar = round(width / factor) * factor

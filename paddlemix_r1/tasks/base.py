@@ -26,6 +26,12 @@ from paddlemix_r1.rewards.registry import get_reward
 from paddlemix_r1.tasks.prompts import PromptTemplate, get_prompt, methods_of
 
 
+def image_count(row: Mapping[str, Any]) -> int:
+    """How many images ``row["images"]`` holds (a single image that is not in a list counts as one)."""
+    images = row["images"]
+    return len(images) if isinstance(images, (list, tuple)) else 1
+
+
 def build_conversation(prompt: str, num_images: int = 1) -> list[dict[str, Any]]:
     """One user turn: ``num_images`` images, then the prompt text (the Processor's message format)."""
     if num_images < 0:
@@ -95,9 +101,7 @@ class Task:
     def conversation(self, row: Mapping[str, Any], method: str | None = None, where: str = "row") -> list[dict]:
         """The chat the model is given for ``row``: one user turn with its images then its prompt. A task
         with a system turn or images placed inside the text (the captioner) overrides this."""
-        images = row["images"]
-        return build_conversation(self.prompt(row, method, where),
-                                  len(images) if isinstance(images, (list, tuple)) else 1)
+        return build_conversation(self.prompt(row, method, where), image_count(row))
 
     def parse_solution(self, value: Any, where: str = "solution") -> Any:
         """The gold answer in this task's canonical form; ValueError / TypeError naming ``where`` if malformed."""

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from paddlemix_r1.rewards.accuracy import ACCURACY_METHODS
-from paddlemix_r1.tasks.base import Task, build_conversation
+from paddlemix_r1.tasks.base import Task, build_conversation, image_count
 from paddlemix_r1.tasks.prompts import get_prompt
 
 DEFAULT_ACCURACY_METHOD = "default"
@@ -118,9 +118,7 @@ def row_conversation(row: Mapping[str, Any], method: str | None = None, template
     custom string with ``{Question}``) one user turn with the row's images then that text."""
     if template is None:
         return get_task(row["task"]).conversation(row, method, where)
-    images = row["images"]
-    n = len(images) if isinstance(images, (list, tuple)) else 1
-    return build_conversation(row_prompt(row, method, template, where), n)
+    return build_conversation(row_prompt(row, method, template, where), image_count(row))
 
 
 def reward_columns(rows: Sequence[Mapping[str, Any]], image_sizes: Sequence[Sequence[Sequence[int]]],

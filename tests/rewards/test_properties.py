@@ -101,6 +101,13 @@ def test_every_registered_reward_is_covered():
     assert set(FAST_REWARDS) | SLOW_REWARDS == builtin
 
 
+def fixture_settings(max_examples: int):
+    """Hypothesis settings of the tests that share a module fixture (the math worker, the judge stub):
+    no deadline or example database, the fixture health check off (the fixture is meant to be shared)."""
+    return settings(max_examples=max_examples, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
 def _check(name, scores):
     low, high = RANGE.get(name, (0.0, 1.0))
     assert len(scores) == 1 and isinstance(scores[0], float) and low <= scores[0] <= high, scores
@@ -122,12 +129,7 @@ def math_reward():
 
 
 @pytest.mark.slow
-@settings(
-    max_examples=150,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@fixture_settings(150)
 @given(text=any_text, gold=st.sampled_from(["140°", "2√{3}", "\\frac{4}{3}", "B", "12cm"]))
 def test_math_never_raises_and_is_bounded_in_time(math_reward, text, gold):
     reward, verifier = math_reward
@@ -164,24 +166,14 @@ GOLD_OF = {
 
 
 @pytest.mark.slow
-@settings(
-    max_examples=80,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@fixture_settings(80)
 @given(text=any_text, gold=nonempty_gold, name=st.sampled_from(["default", "llm"]))
 def test_text_judged_rewards_never_raise_on_any_answer_or_gold(slow_rewards, text, gold, name):
     _check(name, slow_rewards[name]([text], solution=[gold]))
 
 
 @pytest.mark.slow
-@settings(
-    max_examples=80,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@fixture_settings(80)
 @given(text=any_text, method=st.sampled_from(ACCURACY_METHODS), n_tokens=st.integers(0, 5000))
 def test_accuracy_and_length_never_raise(slow_rewards, text, method, n_tokens):
     columns = {"solution": [GOLD_OF[method]], "accu_reward_method": [method]}
@@ -203,12 +195,7 @@ OPEN_COLUMNS = [
 
 
 @pytest.mark.slow
-@settings(
-    max_examples=150,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@fixture_settings(150)
 @given(text=any_text, columns=st.sampled_from(OPEN_COLUMNS))
 def test_curr_reft_open_never_raises(math_reward, text, columns):
     _, verifier = math_reward
@@ -224,12 +211,7 @@ class _EchoReasoner(Reasoner):
 
 
 @pytest.mark.slow
-@settings(
-    max_examples=80,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@fixture_settings(80)
 @given(text=any_text, boxed=st.booleans(), gold=st.sampled_from(["12", "\\boxed{\\frac{1}{2}}", "Yes", "2√{3}"]))
 def test_reasoner_never_raises_on_any_caption(math_reward, text, boxed, gold):
     _, verifier = math_reward
