@@ -254,6 +254,7 @@ def run_ours(args, work: str) -> dict:
     return {
         "steps": step_seconds(ends, args.steps + 1),
         "tokens": [h["completion_length/mean"] * n for h in history[1:]],
+        "parts": {k: statistics.median(h[k] for h in history[1:]) for k in ("time/rollout", "time/ref_old_logprobs", "time/update")},
     }
 
 
@@ -341,6 +342,8 @@ def main() -> None:
             f"max {max(s):.2f}), {statistics.mean(tok):.0f} completion tokens/step; other processes kept "
             f"{res[side]['others_cpu']:.1f} cores busy"
         )
+        if "parts" in res[side]:
+            print("  of which (medians): " + ", ".join(f"{k[5:]} {v:.2f} s" for k, v in res[side]["parts"].items()))
     ratio = statistics.median(res["trl"]["steps"]) / statistics.median(res["ours"]["steps"])
     print(f"speed-up ours vs TRL (TRL s/step / ours s/step): {ratio:.2f}x (target >= 2)")
 

@@ -21,6 +21,8 @@ What it sets, each only where the user has not set it:
   in again: adding two (2048, 1408) fp32 tensors took 5.3 ms, 0.77 ms once freed blocks are reused.
 - Paddle's ``FLAGS_use_stride_kernel`` off on CPU builds (``configure_paddle``): with strided views on,
   any op reading a transposed view takes a slow generic path.
+- The OpenMP pool (Paddle's ``libiomp5``) as large as MKL's (``configure_openmp``): Paddle shrinks it to one
+  thread at import, and the compiled CPU kernels and oneDNN's GEMM run on it.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def check_paddle_installed() -> None:
 SETTINGS: dict[str, str] = {}
 # What ``restore_runtime`` puts back: the Paddle flag's value before ``configure_runtime`` changed it.
 _PREVIOUS_FLAGS: dict[str, bool] = {}
+_PREVIOUS_OPENMP: list[int] = []  # the OpenMP pool's size before ``configure_openmp`` changed it
 
 
 def cpu_vendor() -> str:
@@ -106,6 +109,8 @@ def configure_runtime() -> dict[str, str]:
     Each setting the user made (an exported variable, ``PADDLEMIX_R1_MALLOC=0``, ``FLAGS_use_stride_kernel``)
     wins. The MKL variables are set only when paddle has not been imported yet. Calling it again is harmless.
     """
+    # Paddle exports OMP_NUM_THREADS=1 at import when it is unset: whether the user set it is known only before
+    user_omp = "OMP_NUM_THREADS" in os.environ if "paddle" not in sys.modules else True
     if "paddle" not in sys.modules:
         # Paddle warns at import that ccache (a build tool) is missing; irrelevant to users of the wheel.
         warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
@@ -122,6 +127,9 @@ def configure_runtime() -> dict[str, str]:
         SETTINGS["malloc"] = f"mallopt mmap/trim thresholds {HEAP_KEEP_BYTES >> 20} MiB"
     if configure_paddle():
         SETTINGS["FLAGS_use_stride_kernel"] = "False"
+    threads = 0 if user_omp else configure_openmp()
+    if threads:
+        SETTINGS["openmp_threads"] = str(threads)
     return runtime_settings()
 
 
@@ -144,6 +152,8 @@ def restore_runtime() -> dict[str, str]:
             del os.environ[name]
     if "malloc" in SETTINGS:
         _mallopt(GLIBC_DEFAULT_THRESHOLD_BYTES)
+    if _PREVIOUS_OPENMP:
+        _openmp().omp_set_num_threads(_PREVIOUS_OPENMP.pop())
     if _PREVIOUS_FLAGS:
         import paddle
 
@@ -203,6 +213,37 @@ def configure_paddle() -> bool:
     _PREVIOUS_FLAGS.setdefault("FLAGS_use_stride_kernel", before)
     paddle.set_flags({"FLAGS_use_stride_kernel": False})
     return True
+
+
+def _openmp() -> ctypes.CDLL | None:
+    """The OpenMP runtime Paddle loaded (its bundled ``libiomp5``), or None for a build without one."""
+    import paddle
+
+    path = os.path.join(os.path.dirname(os.path.abspath(paddle.__file__)), "libs", "libiomp5.so")
+    return ctypes.CDLL(path) if os.path.exists(path) else None  # the loaded library's handle, not a second copy
+
+
+def configure_openmp() -> int:
+    """Give the OpenMP pool of Paddle's ``libiomp5`` as many threads as MKL has (``MKL_NUM_THREADS``); return
+    that count, or 0 when nothing was changed (no libiomp5, no ``MKL_NUM_THREADS``, or equal already).
+    ``configure_runtime`` calls it only where the user did not export ``OMP_NUM_THREADS``.
+
+    Paddle sets the pool to 1 thread at import unless ``OMP_NUM_THREADS`` is exported, and exporting it
+    prints a warning about data parallelism. Our compiled CPU kernels (``ops/cpu_ext.py``) and oneDNN's GEMM
+    (``ops/gemm.py``) run on that pool, so without this they ran single-threaded in every run but the
+    benchmarks (which export ``OMP_NUM_THREADS``). Set for the calling (main) thread, whose ops these are.
+    """
+    omp = _openmp()
+    wanted = int(os.environ.get("MKL_NUM_THREADS", "0") or 0)
+    if omp is None or wanted < 1:
+        return 0
+    before = int(omp.omp_get_max_threads())
+    if before == wanted:
+        return 0
+    if not _PREVIOUS_OPENMP:
+        _PREVIOUS_OPENMP.append(before)
+    omp.omp_set_num_threads(wanted)
+    return wanted
 
 
 @contextlib.contextmanager

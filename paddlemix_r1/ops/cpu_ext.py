@@ -186,5 +186,8 @@ def available() -> bool:
 
 
 def status() -> str:
-    """How the kernels stand: loaded (from where), disabled, or why the build failed."""
-    return _status
+    """How the kernels stand: loaded (from where), disabled, or why the build failed; then how the oneDNN
+    GEMM of ``ops/gemm.py`` stands (loaded, or why every GEMM uses MKL-ML)."""
+    from paddlemix_r1.ops import gemm
+
+    return f"{_status}; oneDNN GEMM: {gemm.status()}"

@@ -12,6 +12,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle.autograd import PyLayer
 
+from paddlemix_r1.ops import gemm
 from paddlemix_r1.ops.dispatch import get, register
 
 
@@ -27,40 +28,60 @@ def linear_eager(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor | 
     return F.linear(x, weight, bias)
 
 
-def _addmm(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
-    """bias + x @ weight as one addmm over the flattened rows: (..., in) -> (..., out)."""
-    return paddle.addmm(bias, x.reshape([-1, x.shape[-1]]), weight).reshape([*x.shape[:-1], weight.shape[1]])
+def _addmm(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor | None) -> paddle.Tensor:
+    """bias + x @ weight over the flattened rows, through the GEMM layer (ops/gemm.py): one addmm where
+    MKL computes it, the library's product plus the bias otherwise. (..., in) -> (..., out); no autograd."""
+    x2 = x.reshape([-1, x.shape[-1]])  # (M, in)
+    m, k, n = x2.shape[0], x2.shape[1], weight.shape[1]
+    if gemm.library_for(m, n, k) == "mkl":
+        out = paddle.matmul(x2, weight) if bias is None else paddle.addmm(bias, x2, weight)  # (M, out)
+    else:
+        out = gemm.matmul(x2, weight)  # (M, out)
+        if bias is not None:
+            out = out + bias
+    return out.reshape([*x.shape[:-1], n])
 
 
-class _BiasLinear(PyLayer):
+class _GemmLinear(PyLayer):
+    """x @ weight (+ bias) with every product through the GEMM layer and the bias gradient as a GEMM."""
+
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx, x, weight, bias=None):
         ctx.save_for_backward(x, weight)
         # Paddle requires None for an input with stop_gradient (a frozen layer under a trainable adapter
         # or a frozen layer below trainable ones); it also saves those GEMMs.
-        ctx.needs = (not x.stop_gradient, not weight.stop_gradient, not bias.stop_gradient)
-        return _addmm(x, weight, bias)
+        ctx.needs = (not x.stop_gradient, not weight.stop_gradient, bias is not None and not bias.stop_gradient)
+        ctx.has_bias = bias is not None
+        with paddle.no_grad():
+            return _addmm(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensor()
         need_x, need_w, need_b = ctx.needs
         g2, x2 = grad.reshape([-1, grad.shape[-1]]), x.reshape([-1, x.shape[-1]])  # (M, out), (M, in)
-        dx = paddle.matmul(grad, weight, transpose_y=True) if need_x else None  # (..., in)
-        dw = paddle.matmul(x2, g2, transpose_x=True) if need_w else None  # (in, out)
+        with paddle.no_grad():
+            dx = gemm.matmul(g2, weight, transpose_b=True).reshape(x.shape) if need_x else None  # (..., in)
+            dw = gemm.matmul(x2, g2, transpose_a=True) if need_w else None  # (in, out)
+        if not ctx.has_bias:
+            return dx, dw
         return dx, dw, sum_rows(g2) if need_b else None
 
 
 @register("linear", "gemm_grad")
 def linear_gemm_grad(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor | None) -> paddle.Tensor:
-    """Same as ``linear_eager``; the bias gradient is a GEMM instead of a broadcast reduction, and the
-    forward is ``addmm`` / ``matmul`` (on CPU ~15-30% faster than ``F.linear``: 47 vs 70 us for a
-    decode step's (8, 256) x (256, 768) with bias, 2.1 vs 2.5 ms for (1024, 256) x (256, 768))."""
-    if bias is None:
-        return paddle.matmul(x, weight)
-    if not paddle.is_grad_enabled() or (x.stop_gradient and weight.stop_gradient and bias.stop_gradient):
+    """Same as ``linear_eager``; the bias gradient is a GEMM instead of a broadcast reduction, the forward is
+    ``addmm`` / ``matmul`` (on CPU ~15-30% faster than ``F.linear``: 47 vs 70 us for a decode step's
+    (8, 256) x (256, 768) with bias, 2.1 vs 2.5 ms for (1024, 256) x (256, 768)), and every product goes
+    through the GEMM layer's library for its shape class (ops/gemm.py)."""
+    trainable = not (x.stop_gradient and weight.stop_gradient and (bias is None or bias.stop_gradient))
+    if not (paddle.is_grad_enabled() and trainable):
         return _addmm(x, weight, bias)  # no backward (inference, frozen layers)
-    return _BiasLinear.apply(x, weight, bias)
+    if bias is None and not gemm.uses_onednn():
+        return paddle.matmul(x, weight)  # Paddle's own backward is as fast when no bias gradient is needed
+    if bias is None:
+        return _GemmLinear.apply(x, weight)
+    return _GemmLinear.apply(x, weight, bias)
 
 
 def linear(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor | None = None) -> paddle.Tensor:
