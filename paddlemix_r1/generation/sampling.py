@@ -5,7 +5,7 @@ from __future__ import annotations
 import paddle
 
 from paddlemix_r1.ops.precision import fp32_region
-from paddlemix_r1.ops.softmax import softmax
+from paddlemix_r1.ops.softmax import categorical, softmax
 
 NEG_INF = float("-inf")
 
@@ -42,20 +42,21 @@ def sample(
 
     Returns tokens (N,) int64 and their log-probability under softmax(logits / temperature) over the
     full vocabulary — the quantity the GRPO trainer recomputes (top-k / top-p shape the draw, not the
-    log-prob, as in TRL and vLLM).
+    log-prob, as in TRL and vLLM). A sampled draw is the inverse CDF of the filtered distribution at one
+    uniform per row from Paddle's generator (``paddle.seed`` reproduces it): ``ops.categorical``.
     """
     with fp32_region():
         scaled = logits if logits.dtype == paddle.float32 else logits.astype("float32")  # (N, V)
         if temperature != 1.0:
             scaled = scaled / max(temperature, 1e-6)
-        probs = softmax(scaled)  # (N, V), over the full vocabulary
         if do_sample:
-            filtered = top_p_filter(top_k_filter(scaled, top_k), top_p)
-            draw = probs if filtered is scaled else softmax(filtered)  # (N, V)
-            tokens = paddle.multinomial(draw, 1)  # (N, 1)
-        else:
-            tokens = paddle.argmax(scaled, axis=-1, keepdim=True)  # (N, 1)
-        # log p(token): the drawn token has a probability far above fp32's underflow (clip only guards log 0)
+            filtered = top_p_filter(top_k_filter(scaled, top_k), top_p)  # (N, V); may be ``scaled`` itself
+            u = paddle.rand([scaled.shape[0]], dtype="float32")  # (N,)
+            tokens, chosen = categorical(scaled, filtered, u)  # (N,), (N,)
+            return tokens, chosen
+        tokens = paddle.argmax(scaled, axis=-1, keepdim=True)  # (N, 1)
+        probs = softmax(scaled)  # (N, V), over the full vocabulary
+        # log p(token): the greedy token has a probability far above fp32's underflow (clip only guards log 0)
         chosen = paddle.log(paddle.take_along_axis(probs, tokens, axis=-1).clip(min=1e-38)).reshape([-1])  # (N,)
     tokens = tokens.reshape([-1])
     return tokens if tokens.dtype == paddle.int64 else tokens.astype("int64"), chosen

@@ -19,12 +19,13 @@ from paddlemix_r1.ops.rotary import (
     rotate_half_matrix,
     vision_cos_sin,
 )
-from paddlemix_r1.ops.softmax import log_softmax, softmax
+from paddlemix_r1.ops.softmax import categorical, log_softmax, softmax
 
 __all__ = [
     "ACTIVATIONS",
     "apply_rotary",
     "attention",
+    "categorical",
     "causal_padding_mask",
     "device_kind",
     "expand_tables",

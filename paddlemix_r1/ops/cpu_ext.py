@@ -46,14 +46,15 @@ LDFLAGS = ["-liomp5"]
 # large enough to win (measured crossovers: softmax between 32K and 256K elements, e.g. 90 vs 55 us at
 # (16, 2048) and 291 vs 655 us at (64, 4096); swiglu between 8K and 32K, 74 vs 43 us and 96 vs 141 us).
 MIN_NUMEL = {"softmax": 65536, "swiglu": 16384, "quick_gelu": 16384, "layer_norm": 16384, "rms_norm": 16384,
-             "vision_attention": 16384}
+             "vision_attention": 16384, "categorical": 0}
 # The vision attention keeps its softmax probabilities for the backward up to this many (heads x the sum
 # of squared segment lengths; 128 MiB in fp32), as the eager path does; beyond it the backward
 # recomputes them block by block.
 MAX_STORED_PROBS = 1 << 25
 # The compiled function behind each op's ``cpu_kernel`` implementation.
 KERNEL_OF = {"softmax": "softmax_lastdim", "swiglu": "swiglu_cpu", "quick_gelu": "quick_gelu_cpu",
-             "layer_norm": "layer_norm_cpu", "rms_norm": "rms_norm_cpu", "vision_attention": "vision_attention_cpu"}
+             "layer_norm": "layer_norm_cpu", "rms_norm": "rms_norm_cpu", "vision_attention": "vision_attention_cpu",
+             "categorical": "categorical_sample_cpu"}
 
 _module: ModuleType | None = None
 _status: str = "not loaded"
