@@ -233,7 +233,7 @@ def collect_environment() -> dict[str, Any]:
     import paddle
 
     from paddlemix_r1 import ops
-    from paddlemix_r1.ops import cpu_ext, dispatch
+    from paddlemix_r1.ops import cpu_ext, dispatch, gemm
 
     cuda = paddle.is_compiled_with_cuda()
     cpu = cpu_info()
@@ -259,6 +259,8 @@ def collect_environment() -> dict[str, Any]:
             **{k: os.environ.get(k) for k in ("MKL_DEBUG_CPU_TYPE", "MKL_NUM_THREADS", "OMP_NUM_THREADS",
                                               "CUDA_VISIBLE_DEVICES", "PADDLEMIX_R1_CPU_KERNELS")},
             "malloc": _malloc_setting(),
+            "openmp_pool": gemm.openmp_threads(),  # what the compiled kernels and oneDNN run on
+            "gemm_route": {cls: gemm.library_for(*shape) for cls, shape in gemm.CLASS_EXAMPLES.items()},
             "set_by_paddlemix_r1": paddlemix_r1.runtime_settings(),
             "FLAGS_use_stride_kernel": paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"],
             "paddle_device": paddle.get_device(),
@@ -296,11 +298,12 @@ def format_environment(env: dict[str, Any]) -> str:
         f"paddlemix_r1 {b['paddlemix_r1']}{rev}",
         f"cpu       {c['model']} ({c['vendor']}), {c['cores']} cores usable; {isa}",
         f"runtime   MKL_DEBUG_CPU_TYPE={r['MKL_DEBUG_CPU_TYPE']}, MKL_NUM_THREADS={r['MKL_NUM_THREADS']}, "
-        f"OMP_NUM_THREADS={r['OMP_NUM_THREADS']}, malloc: {r['malloc']}, "
+        f"OMP_NUM_THREADS={r['OMP_NUM_THREADS']}, OpenMP pool {r['openmp_pool']}, malloc: {r['malloc']}, "
         f"FLAGS_use_stride_kernel={r['FLAGS_use_stride_kernel']}, device {r['paddle_device']}; "
         "set by paddlemix_r1.configure_runtime: "
         + (", ".join(f"{k}={v}" for k, v in r["set_by_paddlemix_r1"].items()) or "nothing"),
-        f"kernels   CPU: {env['cpu_kernels']['status']} ({env['cpu_kernels']['seconds']:.1f} s)",
+        f"kernels   CPU: {env['cpu_kernels']['status']} ({env['cpu_kernels']['seconds']:.1f} s); GEMM by shape class: "
+        + ", ".join(f"{cls} -> {lib}" for cls, lib in r["gemm_route"].items()),
         f"gpus      {gpus}",
         "dispatch  " + ", ".join(f"{op}={d['uses']}" for op, d in env["dispatch"].items()),
     ]

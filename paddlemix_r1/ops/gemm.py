@@ -31,6 +31,8 @@ LIBRARIES = ("mkl", "onednn")
 # - "wide_out": the LM head's vocabulary chunks (n >= 32768);
 # - "large": everything else (prefill, training forward and both backward products).
 ROUTE = {"rows<=64": "mkl", "wide_out": "mkl", "large": "mkl"}
+# One (m, n, k) of each class (``paddlemix-r1 doctor`` prints where each goes here).
+CLASS_EXAMPLES = {"rows<=64": (16, 2048, 1536), "wide_out": (128, 151936, 1536), "large": (1024, 2048, 1536)}
 
 _lib: ctypes.CDLL | None = None
 _omp: ctypes.CDLL | None = None

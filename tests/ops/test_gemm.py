@@ -79,6 +79,7 @@ def test_inference_linear_through_onednn_equals_eager(monkeypatch):
 def test_route_names_a_library_for_every_class_and_a_bad_pin_is_refused(monkeypatch):
     assert set(gemm.ROUTE) == {gemm.shape_class(16, 768, 256), gemm.shape_class(512, 151936, 1536),
                                gemm.shape_class(1024, 768, 256)}
+    assert {cls: gemm.shape_class(*shape) for cls, shape in gemm.CLASS_EXAMPLES.items()} == {c: c for c in gemm.ROUTE}
     assert set(gemm.ROUTE.values()) <= set(gemm.LIBRARIES)
     monkeypatch.setenv("PADDLEMIX_R1_GEMM", "openblas")
     with pytest.raises(ValueError, match="PADDLEMIX_R1_GEMM"):
