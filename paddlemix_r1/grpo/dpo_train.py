@@ -122,10 +122,11 @@ class DPOTrainConfig:
 # ---- records ---------------------------------------------------------------------------------------
 
 
-def _value(rec: dict, key: str, where: str) -> str:
+def _value(rec: dict, key: str, where: str, allow_empty: bool = False) -> str:
     turn = rec[key]
-    if not isinstance(turn, dict) or not isinstance(turn.get("value"), str) or not turn["value"].strip():
-        raise ValueError(f"{where}: field {key!r} must be {{'from': 'gpt', 'value': non-empty text}}, got {turn!r}")
+    if not isinstance(turn, dict) or not isinstance(turn.get("value"), str) or not (allow_empty or turn["value"].strip()):
+        what = "text" if allow_empty else "non-empty text"
+        raise ValueError(f"{where}: field {key!r} must be {{'from': 'gpt', 'value': {what}}}, got {turn!r}")
     return turn["value"].strip()
 
 
@@ -156,8 +157,11 @@ def pair_from_record(rec: Any, where: str, image_root: str = "", min_crop_side: 
     question = question_of(str(conv[0].get("value", "")))
     if not question:
         raise ValueError(f"{where}: field 'conversations': empty question")
+    # The rejected answer may be empty: a turn 2 that ended at once scores 0 and ``focus.selfgen`` writes it
+    # (its completion is eos alone); every other field names a box or an answer that scored high.
     pair = {"question": question, "image": path,
-            **{k: _value(rec, k, where) for k in ("chosen_step", "rejected_step", "chosen", "rejected")}}
+            **{k: _value(rec, k, where, allow_empty=k == "rejected")
+               for k in ("chosen_step", "rejected_step", "chosen", "rejected")}}
     image = load_image(path)
     box = parse_focus_box(pair["chosen_step"], image.size, min_crop_side)
     if not box.ok:

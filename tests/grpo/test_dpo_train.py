@@ -53,6 +53,26 @@ def test_read_pairs(records) -> None:
         read_pairs([path], root)
 
 
+def test_an_empty_rejected_answer_is_a_pair(tiny, records) -> None:
+    """``visrl-generate`` writes a turn 2 that ended at once (empty answer, score 0) as the rejected answer: the
+    reader takes it (its completion is eos alone) and stage 2 trains on it; an empty chosen answer is refused."""
+    path, root, recs = records
+    with open(path, "w") as f:
+        json.dump([{**recs[0], "rejected": {"from": "gpt", "value": ""}}], f)
+    pairs = read_pairs([path], root)
+    assert pairs[0]["rejected"] == "" and pairs[0]["chosen"] == "a cat"
+    cfg = DPOTrainConfig(model_name_or_path=tiny, data_files=[path], image_root=root, stage=2, max_steps=1,
+                         per_device_batch_size=1, gradient_accumulation_steps=1, save_steps=0,
+                         output_dir=os.path.join(root, "out"))
+    trainer = DPOTrainer(cfg, pairs=pairs)
+    loss, metrics = pair_loss(trainer.model, None, trainer.processor, pairs, cfg)
+    assert math.isclose(float(loss), math.log(2), rel_tol=1e-5) and math.isfinite(metrics["answer/logps/rejected"])
+    with open(path, "w") as f:
+        json.dump([{**recs[0], "chosen": {"from": "gpt", "value": " "}}], f)
+    with pytest.raises(ValueError, match=r"pairs.json:0: field 'chosen' must be .*non-empty text"):
+        read_pairs([path], root)
+
+
 @pytest.mark.parametrize("stage", [1, 2])
 def test_losses_start_at_log2_with_the_adapters_as_the_only_difference(tiny, records, stage, monkeypatch) -> None:
     path, root, _ = records
