@@ -153,7 +153,7 @@ def restore_runtime() -> dict[str, str]:
     if "malloc" in SETTINGS:
         _mallopt(GLIBC_DEFAULT_THRESHOLD_BYTES)
     if _PREVIOUS_OPENMP:
-        _openmp().omp_set_num_threads(_PREVIOUS_OPENMP.pop())
+        openmp_library().omp_set_num_threads(_PREVIOUS_OPENMP.pop())
     if _PREVIOUS_FLAGS:
         import paddle
 
@@ -215,12 +215,19 @@ def configure_paddle() -> bool:
     return True
 
 
-def _openmp() -> ctypes.CDLL | None:
-    """The OpenMP runtime Paddle loaded (its bundled ``libiomp5``), or None for a build without one."""
+def paddle_library(name: str) -> str | None:
+    """Path of a shared library Paddle ships in ``paddle/libs`` (``libiomp5.so``, ``libmklml_intel.so``,
+    ``libdnnl.so.3``), or None where this build has none."""
     import paddle
 
-    path = os.path.join(os.path.dirname(os.path.abspath(paddle.__file__)), "libs", "libiomp5.so")
-    return ctypes.CDLL(path) if os.path.exists(path) else None  # the loaded library's handle, not a second copy
+    path = os.path.join(os.path.dirname(os.path.abspath(paddle.__file__)), "libs", name)
+    return path if os.path.exists(path) else None
+
+
+def openmp_library() -> ctypes.CDLL | None:
+    """The OpenMP runtime Paddle loaded (its bundled ``libiomp5``), or None for a build without one."""
+    path = paddle_library("libiomp5.so")
+    return ctypes.CDLL(path) if path else None  # the loaded library's handle, not a second copy
 
 
 def configure_openmp() -> int:
@@ -233,7 +240,7 @@ def configure_openmp() -> int:
     (``ops/gemm.py``) run on that pool, so without this they ran single-threaded in every run but the
     benchmarks (which export ``OMP_NUM_THREADS``). Set for the calling (main) thread, whose ops these are.
     """
-    omp = _openmp()
+    omp = openmp_library()
     wanted = int(os.environ.get("MKL_NUM_THREADS", "0") or 0)
     if omp is None or wanted < 1:
         return 0

@@ -31,6 +31,8 @@ from types import ModuleType
 
 import paddle
 
+from paddlemix_r1._runtime import paddle_library
+
 NAME = "paddlemix_r1_cpu_kernels"
 CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 SOURCE = os.path.join(CSRC, "cpu_kernels.cc")
@@ -73,12 +75,7 @@ def _cpu_flags() -> str:
 
 def _mkl_library() -> str | None:
     """Paddle's bundled MKL (CBLAS for the attention kernel's GEMMs), or None if this build has none."""
-    from paddle.utils.cpp_extension.extension_utils import find_paddle_libraries
-
-    for directory in find_paddle_libraries():
-        if os.path.exists(os.path.join(directory, "libmklml_intel.so")):
-            return os.path.join(directory, "libmklml_intel.so")
-    return None
+    return paddle_library("libmklml_intel.so")
 
 
 def _sources_and_ldflags() -> tuple[list[str], list[str]]:

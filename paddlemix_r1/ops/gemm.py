@@ -24,6 +24,8 @@ import os
 
 import paddle
 
+from paddlemix_r1._runtime import openmp_library, paddle_library
+
 LIBRARIES = ("mkl", "onednn")
 # Shape class -> library, measured with benchmarks/gemm.py (GFLOP/s of each library per class, same run):
 # - "rows<=64": decode steps (B*G rows of one token) and other skinny products, where a call's fixed cost
@@ -48,18 +50,12 @@ def shape_class(m: int, n: int, k: int) -> str:
     return "large"
 
 
-def _paddle_library(name: str) -> str | None:
-    directory = os.path.join(os.path.dirname(os.path.abspath(paddle.__file__)), "libs")
-    path = os.path.join(directory, name)
-    return path if os.path.exists(path) else None
-
-
 def _load() -> ctypes.CDLL | None:
     """Paddle's oneDNN, with ``dnnl_sgemm``'s signature declared; None (and ``_status`` says why) if absent."""
     global _lib, _omp, _status
     if _status != "not loaded":
         return _lib
-    path = os.environ.get("PADDLEMIX_R1_DNNL_LIBRARY") or _paddle_library("libdnnl.so.3")
+    path = os.environ.get("PADDLEMIX_R1_DNNL_LIBRARY") or paddle_library("libdnnl.so.3")
     if path is None or not os.path.exists(path):
         _status = "unavailable: this Paddle build ships no paddle/libs/libdnnl.so.3 (every GEMM uses MKL-ML)"
         return None
@@ -72,8 +68,7 @@ def _load() -> ctypes.CDLL | None:
     i64, f32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
     fn.argtypes = [ctypes.c_char, ctypes.c_char, i64, i64, i64, f32, ptr, i64, ptr, i64, f32, ptr, i64]
     fn.restype = ctypes.c_int
-    omp_path = _paddle_library("libiomp5.so")
-    _omp = ctypes.CDLL(omp_path) if omp_path else None
+    _omp = openmp_library()
     _lib = lib
     _status = f"loaded from {path}"
     return _lib
@@ -107,7 +102,7 @@ _mkl: list[ctypes.CDLL | None] = []
 def _wanted_threads() -> int:
     """MKL's thread count in this process (what the ``mkl`` library would use), else 1."""
     if not _mkl:
-        path = _paddle_library("libmklml_intel.so")
+        path = paddle_library("libmklml_intel.so")
         _mkl.append(ctypes.CDLL(path) if path else None)
     return 1 if _mkl[0] is None else max(1, int(_mkl[0].MKL_Get_Max_Threads()))
 

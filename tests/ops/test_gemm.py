@@ -110,8 +110,8 @@ def _omp_threads_after_configure(env: dict[str, str]) -> tuple[int, int]:
     """The OpenMP pool's size after configure_runtime(), and after restore_runtime()."""
     code = ("import paddlemix_r1; paddlemix_r1.configure_runtime()\n"
             "from paddlemix_r1 import _runtime\n"
-            "a = _runtime._openmp().omp_get_max_threads(); paddlemix_r1.restore_runtime()\n"
-            "print(a, _runtime._openmp().omp_get_max_threads())\n")
+            "a = _runtime.openmp_library().omp_get_max_threads(); paddlemix_r1.restore_runtime()\n"
+            "print(a, _runtime.openmp_library().omp_get_max_threads())\n")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     configured, restored = out.stdout.strip().splitlines()[-1].split()
     return int(configured), int(restored)
