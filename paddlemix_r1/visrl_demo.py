@@ -141,6 +141,7 @@ def quadrant_text(q: int) -> str:
 def evaluate(model, processor, rows: list[dict], batch: int = 16) -> dict:
     """Greedy two-turn trajectories: answer accuracy, box hit rate, usable-box rate, generated tokens."""
     from paddlemix_r1.focus.trajectory import rollout_trajectories
+    from paddlemix_r1.rewards.detection import box_area
     from paddlemix_r1.rewards.focus import answer_correct, coverage
 
     correct = hit = usable = tokens = 0
@@ -156,10 +157,6 @@ def evaluate(model, processor, rows: list[dict], batch: int = 16) -> dict:
             correct += a is not None and answer_correct(a, r["solution"]) == 1.0
     n = len(rows)
     return {"accuracy": correct / n, "box_hit": hit / n, "usable_box": usable / n, "n": n, "eval_tokens": tokens}
-
-
-def box_area(box) -> float:
-    return (box[2] - box[0]) * (box[3] - box[1])
 
 
 def _sft_rows(rows: list[dict]) -> list[dict]:

@@ -118,13 +118,14 @@ def detection_item(item: Any) -> Detection | None:
     return Detection(tuple(float(v) for v in box), label.strip().lower())  # type: ignore[arg-type]
 
 
-def _area(box: Box) -> float:
+def box_area(box: Box) -> float:
+    """Area of an (x1, y1, x2, y2) box in its frame; 0 for an empty or inverted box."""
     x1, y1, x2, y2 = box
     return (x2 - x1) * (y2 - y1) if x2 > x1 and y2 > y1 else 0.0
 
 
 def _usable_box(box: Box) -> bool:
-    return 0.0 < _area(box) < MAX_AREA
+    return 0.0 < box_area(box) < MAX_AREA
 
 
 def gold_detections(solution: Any, where: str = "solution") -> list[Detection]:
@@ -239,7 +240,7 @@ def coco_map(images: Sequence[tuple[Sequence[Detection], Sequence[Detection]]]) 
     for image_id, (golds, preds) in enumerate(images, start=1):
         for g in golds:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": categories[g.label],
-                                "bbox": xywh(g.box), "area": _area(g.box), "iscrowd": 0})
+                                "bbox": xywh(g.box), "area": box_area(g.box), "iscrowd": 0})
         dets.extend({"image_id": image_id, "category_id": categories[p.label], "bbox": xywh(p.box), "score": 1.0}
                     for p in preds if p.label in categories)
     gt = {"images": [{"id": i, "width": 2048, "height": 2048} for i in range(1, len(images) + 1)],
