@@ -253,6 +253,18 @@ def configure_openmp() -> int:
     return wanted
 
 
+def configure_thread() -> int:
+    """Give the calling thread the OpenMP pool size ``configure_runtime`` gave the main thread; return it, or 0
+    when it set none. OpenMP keeps the thread count per thread: a thread started later begins at the
+    process default (1 under Paddle), so a model thread (the server's worker) calls this first."""
+    threads = int(SETTINGS.get("openmp_threads", "0"))
+    omp = openmp_library() if threads else None
+    if omp is None:
+        return 0
+    omp.omp_set_num_threads(threads)
+    return threads
+
+
 @contextlib.contextmanager
 def stride_kernels() -> Iterator[None]:
     """Temporarily allow strided views (safetensors' paddle loader reinterprets dtypes with them)."""

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from paddlemix_r1._runtime import configure_thread
 from paddlemix_r1.serve.backend import ChatModel, PreparedPrompt
 
 log = logging.getLogger("paddlemix_r1.serve")
@@ -152,6 +153,7 @@ class BatchWorker:
     # ---- the loop -------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        configure_thread()  # the compiled kernels' OpenMP pool, as large here as in the main thread
         pending: list[Job] = []
         while not self._stop.is_set():
             if not pending:

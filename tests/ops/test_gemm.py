@@ -123,3 +123,35 @@ def test_configure_runtime_sizes_the_openmp_pool_like_mkl_unless_the_user_set_it
     # Paddle alone shrinks the pool to 1 thread; the compiled kernels and oneDNN run on it
     assert _omp_threads_after_configure({**env, "MKL_NUM_THREADS": "2"}) == (2, 1)
     assert _omp_threads_after_configure({**env, "OMP_NUM_THREADS": "1"}) == (1, 1)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to tell 1 thread from all")
+def test_a_model_thread_gets_the_configured_openmp_pool():
+    """OpenMP keeps the pool size per thread: a thread started after configure_runtime begins at Paddle's 1;
+    configure_thread gives it the main thread's size, and the server's model worker calls it first."""
+    code = (
+        "import threading, numpy as np, paddlemix_r1\n"
+        "paddlemix_r1.configure_runtime()\n"
+        "from paddlemix_r1 import _runtime\n"
+        "from paddlemix_r1.serve.backend import PreparedPrompt\n"
+        "from paddlemix_r1.serve.worker import BatchWorker, SamplingParams\n"
+        "omp = _runtime.openmp_library(); seen = []\n"
+        "def plain():\n"
+        "    seen.append(omp.omp_get_max_threads()); _runtime.configure_thread(); seen.append(omp.omp_get_max_threads())\n"
+        "t = threading.Thread(target=plain); t.start(); t.join()\n"
+        "worker = BatchWorker(chat_model=None)\n"
+        "def fake_generate(jobs):\n"
+        "    seen.append(omp.omp_get_max_threads()); raise RuntimeError('no model here')\n"
+        "worker._generate = fake_generate\n"
+        "prompt = PreparedPrompt(np.zeros(3, np.int64), None, None)\n"
+        "future = worker.submit(prompt, SamplingParams(temperature=0.0)); worker.start()\n"
+        "try:\n"
+        "    future.result(timeout=60)\n"
+        "except RuntimeError:\n"
+        "    pass\n"
+        "worker.stop()\n"
+        "print(*seen)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "MKL_NUM_THREADS": "2"}, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1].split() == ["1", "2", "2"]
