@@ -81,6 +81,8 @@ class VisrlDemoSettings:
     dpo_beta: float = 0.1
     dpo_lora: bool = True
     dpo_loss: str = "sigmoid"
+    dpo_sft_weight: float = 0.0
+    """+ this x the chosen texts' token NLL (TRL's ``sft`` loss type, RPO's alpha)."""
     grpo_steps: int = 80
     grpo_prompts: int = 4
     grpo_generations: int = 8
@@ -232,7 +234,7 @@ def run_offline(s: VisrlDemoSettings, sft_dir: str, model, proc, train: list[dic
                                  stage=stage, beta=s.dpo_beta, learning_rate=lr, max_steps=steps,
                                  per_device_batch_size=s.dpo_batch, gradient_accumulation_steps=1, save_steps=0,
                                  save_total_limit=1, seed=s.seed, logging_steps=10, use_peft=s.dpo_lora,
-                                 freeze_vision=s.dpo_lora, loss_type=s.dpo_loss)
+                                 freeze_vision=s.dpo_lora, loss_type=s.dpo_loss, sft_weight=s.dpo_sft_weight)
             trainer = DPOTrainer(cfg, pairs=pairs)
             history = trainer.train()
             start = os.path.join(cfg.output_dir, f"checkpoint-{trainer.step}", "model")

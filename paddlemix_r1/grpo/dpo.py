@@ -15,6 +15,10 @@ same numbers and compares the value and the gradient.
 - ``ipo``: (Δ̄ - 1/(2β))² where Δ̄ uses the per-token average log-ratio (TRL normalises by the
   completion lengths, which must then be given).
 
+``sft_weight`` w > 0 adds w x the chosen completions' mean token NLL over the batch, -Σ π_c / Σ len_c:
+TRL's ``loss_type=[<type>, "sft"]`` with ``loss_weights=[1, w]`` (RPO's α). DPO alone can lower the
+chosen log-prob as long as the rejected one falls faster; the NLL term holds the chosen text up.
+
 Step-level DPO (focus-region trajectories) adds two such losses, one for the box step and one for
 the answer step: ``combine_steps`` takes their weights (0.5 / 0.5 in the stage-2 recipe).
 """
@@ -37,15 +41,21 @@ def dpo_loss(
     label_smoothing: float = 0.0,
     chosen_lengths: paddle.Tensor | None = None,
     rejected_lengths: paddle.Tensor | None = None,
+    sft_weight: float = 0.0,
 ) -> tuple[paddle.Tensor, dict[str, float]]:
-    """Mean pairwise loss over P pairs and TRL's metrics. All log-prob inputs (P,); lengths (P,) token
-    counts, needed by ``ipo`` only. Returns ``(loss scalar, metrics)``."""
+    """Mean pairwise loss over P pairs (+ ``sft_weight`` x the chosen NLL) and TRL's metrics. All log-prob
+    inputs (P,); lengths (P,) token counts, needed by ``ipo`` and ``sft_weight`` only. Returns
+    ``(loss scalar, metrics)``."""
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"dpo loss_type {loss_type!r}: expected one of {', '.join(LOSS_TYPES)}")
     if not beta > 0:
         raise ValueError(f"dpo beta must be > 0, got {beta}")
     if not 0.0 <= label_smoothing < 0.5:
         raise ValueError(f"dpo label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    if sft_weight < 0:
+        raise ValueError(f"dpo sft_weight must be >= 0, got {sft_weight}")
+    if sft_weight > 0 and chosen_lengths is None:
+        raise ValueError("dpo sft_weight averages the chosen NLL per token: pass chosen_lengths")
     chosen_ratio = policy_chosen_logps - ref_chosen_logps  # (P,)
     rejected_ratio = policy_rejected_logps - ref_rejected_logps  # (P,)
     delta = chosen_ratio - rejected_ratio  # (P,)
@@ -63,6 +73,8 @@ def dpo_loss(
                      - rejected_ratio / rejected_lengths.astype(delta.dtype).clip(min=1.0))  # (P,)
         per_pair = (avg_delta - 1 / (2 * beta)) ** 2
     loss = per_pair.mean()
+    if sft_weight > 0:
+        loss = loss + sft_weight * sft_loss(policy_chosen_logps, chosen_lengths)
     chosen_rewards = beta * chosen_ratio.detach()  # (P,)
     rejected_rewards = beta * rejected_ratio.detach()  # (P,)
     metrics = {
@@ -74,6 +86,12 @@ def dpo_loss(
         "logps/rejected": float(policy_rejected_logps.detach().mean()),
     }
     return loss, metrics
+
+
+def sft_loss(chosen_logps: paddle.Tensor, chosen_lengths: paddle.Tensor) -> paddle.Tensor:
+    """Mean NLL per chosen token over the batch (TRL's ``sft`` loss type): summed log-probs (P,) and token
+    counts (P,) -> scalar -Σ logps / Σ lengths."""
+    return -chosen_logps.sum() / chosen_lengths.astype(chosen_logps.dtype).sum().clip(min=1.0)
 
 
 def combine_steps(step_losses: dict[str, tuple[paddle.Tensor, dict[str, float]]],

@@ -66,6 +66,9 @@ class DPOTrainConfig:
     beta: float = 0.1
     loss_type: str = "sigmoid"
     label_smoothing: float = 0.0
+    sft_weight: float = 0.0
+    """+ this x the chosen completions' mean token NLL, per step (TRL: ``loss_type=[..., "sft"]``,
+    ``loss_weights=[1, w]``; RPO's alpha). 0: plain DPO, VisRL's setting."""
     layout: str = "visrl"
     """The answer step's prompt layout (focus.trajectory.LAYOUTS)."""
     min_crop_side: int = MIN_CROP_SIDE
@@ -108,6 +111,8 @@ class DPOTrainConfig:
             raise ValueError(f"dpo layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.per_device_batch_size < 1 or self.gradient_accumulation_steps < 1:
             raise ValueError("per_device_batch_size and gradient_accumulation_steps must be >= 1")
+        if self.sft_weight < 0:
+            raise ValueError(f"dpo sft_weight must be >= 0, got {self.sft_weight}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
@@ -222,7 +227,7 @@ def pair_loss(policy, reference, processor, pairs: Sequence[dict], cfg: DPOTrain
               ) -> tuple[paddle.Tensor, dict[str, float]]:
     """The DPO loss of ``pairs`` for ``cfg.stage`` (module docstring) and its metrics."""
     q = [pr["question"] for pr in pairs]
-    kw = dict(beta=cfg.beta, loss_type=cfg.loss_type, label_smoothing=cfg.label_smoothing)
+    kw = dict(beta=cfg.beta, loss_type=cfg.loss_type, label_smoothing=cfg.label_smoothing, sft_weight=cfg.sft_weight)
     pc, pr_, rc, rr, lc, lr_ = step_logps(policy, reference, processor, [box_conversation(x) for x in q],
                                           [[pr["full"]] for pr in pairs], [pr["chosen_step"] for pr in pairs],
                                           [pr["rejected_step"] for pr in pairs])

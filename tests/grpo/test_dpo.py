@@ -10,12 +10,14 @@ import pytest
 
 from paddlemix_r1.grpo.dpo import combine_steps, dpo_loss
 
-CASES = [(lt, beta, ls) for lt, beta, ls in [
-    ("sigmoid", 0.1, 0.0), ("sigmoid", 0.5, 0.0), ("sigmoid", 2.0, 0.0),
-    ("robust", 0.1, 0.1), ("robust", 1.0, 0.3),
-    ("hinge", 0.1, 0.0), ("hinge", 1.0, 0.0),
-    ("ipo", 0.1, 0.0), ("ipo", 0.5, 0.0),
-]]
+# (loss_type, beta, label_smoothing, sft_weight): sft_weight > 0 is TRL's loss_type [type, "sft"]
+CASES = [
+    ("sigmoid", 0.1, 0.0, 0.0), ("sigmoid", 0.5, 0.0, 0.0), ("sigmoid", 2.0, 0.0, 0.0),
+    ("robust", 0.1, 0.1, 0.0), ("robust", 1.0, 0.3, 0.0),
+    ("hinge", 0.1, 0.0, 0.0), ("hinge", 1.0, 0.0, 0.0),
+    ("ipo", 0.1, 0.0, 0.0), ("ipo", 0.5, 0.0, 0.0),
+    ("sigmoid", 0.1, 0.0, 1.0), ("sigmoid", 1.0, 0.0, 0.2), ("ipo", 0.5, 0.0, 0.5),
+]
 
 
 def _numbers(seed: int, pairs: int = 6) -> dict:
@@ -30,22 +32,23 @@ def _numbers(seed: int, pairs: int = 6) -> dict:
 
 @pytest.fixture(scope="module")
 def trl(run_trl_dpo) -> list[dict]:
-    cases = [{"loss_type": lt, "beta": beta, "label_smoothing": ls, **_numbers(i)}
-             for i, (lt, beta, ls) in enumerate(CASES)]
+    cases = [{"loss_type": lt, "beta": beta, "label_smoothing": ls, "sft_weight": sft, **_numbers(i)}
+             for i, (lt, beta, ls, sft) in enumerate(CASES)]
     return run_trl_dpo(cases)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("index", range(len(CASES)), ids=[f"{lt}-b{b}-ls{ls}" for lt, b, ls in CASES])
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[f"{lt}-b{b}-ls{ls}-sft{w}" for lt, b, ls, w in CASES])
 def test_value_gradient_and_metrics_equal_trl(trl, index: int) -> None:
-    loss_type, beta, ls = CASES[index]
+    loss_type, beta, ls, sft = CASES[index]
     n = _numbers(index)
     pairs = len(n["ref_chosen_logps"])
     logps = paddle.to_tensor(n["logps"], dtype="float64", stop_gradient=False)  # (2P,)
     lengths = paddle.to_tensor(n["lengths"])
     loss, metrics = dpo_loss(logps[:pairs], logps[pairs:], paddle.to_tensor(n["ref_chosen_logps"]),
                              paddle.to_tensor(n["ref_rejected_logps"]), beta=beta, loss_type=loss_type,
-                             label_smoothing=ls, chosen_lengths=lengths[:pairs], rejected_lengths=lengths[pairs:])
+                             label_smoothing=ls, chosen_lengths=lengths[:pairs], rejected_lengths=lengths[pairs:],
+                             sft_weight=sft)
     loss.backward()
     ref = trl[index]
     np.testing.assert_allclose(float(loss), ref["loss"], rtol=1e-10, atol=1e-12)

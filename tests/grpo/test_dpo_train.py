@@ -6,6 +6,7 @@ import json
 import math
 import os
 
+import paddle
 import pytest
 from PIL import Image
 
@@ -105,6 +106,35 @@ def test_losses_start_at_log2_with_the_adapters_as_the_only_difference(tiny, rec
     ckpt = os.path.join(cfg.output_dir, "checkpoint-3")
     assert os.path.isfile(os.path.join(ckpt, "model", "config.json"))
     assert os.path.isfile(os.path.join(ckpt, "adapter", "adapter_config.json"))
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_sft_weight_adds_the_chosen_token_nll_of_each_step(tiny, records, stage) -> None:
+    """TRL's ``sft`` loss type with weight w: at the start (policy == reference) each step's loss is
+    log 2 + w x (-sum of the chosen texts' log-probs / their token count), and stage 2 weights the steps."""
+    path, root, _ = records
+    cfg = DPOTrainConfig(model_name_or_path=tiny, data_files=[path], image_root=root, stage=stage, sft_weight=0.7,
+                         save_steps=0, output_dir=os.path.join(root, f"sft{stage}"))
+    trainer = DPOTrainer(cfg)
+    pairs = trainer.pairs[:2]
+    loss, _ = pair_loss(trainer.model, None, trainer.processor, pairs, cfg)
+    with paddle.no_grad():
+        def nll(prompts, images, chosen, rejected):
+            pc, _, _, _, lc, _ = dpo_train.step_logps(trainer.model, None, trainer.processor, prompts, images,
+                                                      chosen, rejected)
+            return -float(pc.sum()) / float(lc.sum())
+
+        box = nll([dpo_train.box_conversation(p["question"]) for p in pairs], [[p["full"]] for p in pairs],
+                  [p["chosen_step"] for p in pairs], [p["rejected_step"] for p in pairs])
+        expected = math.log(2) + 0.7 * box
+        if stage == 2:
+            answer = nll([dpo_train.answer_conversation(p["question"], p["chosen_step"], cfg.layout) for p in pairs],
+                         [[p["full"], p["crop"]] for p in pairs], [p["chosen"] for p in pairs],
+                         [p["rejected"] for p in pairs])
+            expected = 0.5 * expected + 0.5 * (math.log(2) + 0.7 * answer)
+    assert box > 0.1 and float(loss) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="sft_weight must be >= 0"):
+        DPOTrainConfig(sft_weight=-1.0)
 
 
 def test_full_finetuning_uses_a_frozen_reference(tiny, records) -> None:

@@ -3,12 +3,14 @@ in a subprocess (torch stays out of the Paddle test process, as in trl_reference
 
     python trl_dpo_reference.py cases.pkl results.pkl
 
-Each case: ``{"loss_type", "beta", "label_smoothing", "logps": (2P,) policy log-probs [chosen; rejected],
+Each case: ``{"loss_type", "beta", "label_smoothing", "sft_weight" (optional: TRL's ``sft`` loss type
+added with that weight), "logps": (2P,) policy log-probs [chosen; rejected],
 "ref_chosen_logps": (P,), "ref_rejected_logps": (P,), "lengths": (2P,) completion token counts}``.
 The method is called unbound on a ``SimpleNamespace`` carrying the attributes it reads for a
 single-process run with precomputed reference log-probs. The model is replaced by a stub whose
-per-token log-probs sum, row by row, to the case's log-probs (the first token carries the value, a
-leaf tensor, so the gradient w.r.t. each summed log-prob is read off after ``loss.backward()``).
+per-token log-probs sum, row by row, to the case's log-probs (spread evenly over the completion's
+tokens, from a leaf tensor, so the gradient w.r.t. each summed log-prob is read off after
+``loss.backward()``; the ``sft`` term's token mean sees the same per-token values).
 Everything between, TRL's loss arithmetic, is TRL's code as installed.
 """
 
@@ -31,8 +33,10 @@ def run(case: dict, accelerator: Accelerator) -> dict:
     completion_mask = (torch.arange(width)[None, :] >= width - lengths[:, None]).long()  # (2P, T) right-aligned
     rows = logps.shape[0]
 
+    shift_mask = completion_mask[:, 1:].to(logps.dtype)  # (2P, T-1)
+
     def model(**kwargs):
-        per_token = torch.cat([logps[:, None], torch.zeros(rows, width - 2, dtype=logps.dtype)], dim=1)  # (2P, T-1)
+        per_token = logps[:, None] * shift_mask / lengths[:, None].to(logps.dtype)  # (2P, T-1), each row sums to logps
         return SimpleNamespace(log_probs=per_token, entropy=torch.zeros(rows, width - 1),
                                mean_logits=torch.zeros(rows, width - 1),
                                is_top1=torch.zeros(rows, width - 1, dtype=torch.bool))
@@ -40,7 +44,8 @@ def run(case: dict, accelerator: Accelerator) -> dict:
     model.training = True
     stub = SimpleNamespace(
         model=model, accelerator=accelerator, aux_loss_enabled=False, precompute_ref_logps=True, ld_alpha=None,
-        f_divergence_type="reverse_kl", loss_types=[case["loss_type"]], loss_weights=[1.0], beta=case["beta"],
+        f_divergence_type="reverse_kl", loss_types=[case["loss_type"], *(["sft"] if case.get("sft_weight") else [])],
+        loss_weights=[1.0, *([case["sft_weight"]] if case.get("sft_weight") else [])], beta=case["beta"],
         label_smoothing=case["label_smoothing"], use_weighting=False, _tp_size=1, _total_train_tokens=0,
         _metrics={"train": defaultdict(list), "eval": defaultdict(list)}, args=SimpleNamespace())
     inputs = {
