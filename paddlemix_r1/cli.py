@@ -156,27 +156,25 @@ def cmd_visrl_online(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import dataclasses
+
     if args.recipe == "visrl":
-        from paddlemix_r1.visrl_demo import VisrlDemoSettings, run_visrl_demo
-
-        settings = VisrlDemoSettings.smoke() if args.smoke else VisrlDemoSettings()
-        run_visrl_demo(args.output_dir or os.path.join("outputs", "demo_visrl"), settings)
-        return 0
-    if args.recipe == "racro":
-        from paddlemix_r1.racro_demo import RacroDemoSettings, run_racro_demo
-
-        settings = RacroDemoSettings.smoke() if args.smoke else RacroDemoSettings()
-        run_racro_demo(args.output_dir or os.path.join("outputs", "demo_racro"), settings)
-        return 0
-    if args.recipe == "curriculum":
-        from paddlemix_r1.curriculum_demo import CurriculumDemoSettings, run_curriculum_demo
-
-        settings = CurriculumDemoSettings.smoke() if args.smoke else CurriculumDemoSettings()
-        run_curriculum_demo(args.output_dir or os.path.join("outputs", "demo_curriculum"), settings)
-        return 0
-    from paddlemix_r1.demo import DemoSettings, run_demo
-
-    run_demo(args.output_dir or os.path.join("outputs", "demo"), DemoSettings.smoke() if args.smoke else DemoSettings())
+        from paddlemix_r1.visrl_demo import VisrlDemoSettings as Settings
+        from paddlemix_r1.visrl_demo import run_visrl_demo as run
+    elif args.recipe == "racro":
+        from paddlemix_r1.racro_demo import RacroDemoSettings as Settings
+        from paddlemix_r1.racro_demo import run_racro_demo as run
+    elif args.recipe == "curriculum":
+        from paddlemix_r1.curriculum_demo import CurriculumDemoSettings as Settings
+        from paddlemix_r1.curriculum_demo import run_curriculum_demo as run
+    else:
+        from paddlemix_r1.demo import DemoSettings as Settings
+        from paddlemix_r1.demo import run_demo as run
+    settings = Settings.smoke() if args.smoke else Settings()
+    if args.seed is not None:
+        settings = dataclasses.replace(settings, seed=args.seed)
+    default_dir = {"counting": "demo"}.get(args.recipe, f"demo_{args.recipe}")
+    run(args.output_dir or os.path.join("outputs", default_dir), settings)
     return 0
 
 
@@ -290,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--output_dir", default=None,
                    help="default outputs/demo (counting) or outputs/demo_curriculum (curriculum)")
     d.add_argument("--smoke", action="store_true", help="a short run (CI)")
+    d.add_argument("--seed", type=int, default=None, help="the run's seed (default: the recipe's, whose figures "
+                   "the README and docs give)")
     d.add_argument("--recipe", choices=("counting", "curriculum", "racro", "visrl"), default="counting",
                    help="counting: SFT warm-up then GRPO; curriculum: Curr-ReFT's judge -> choice -> open stages; "
                         "racro: a captioner trained by a frozen text reasoner's answers (default outputs/demo_racro); "

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
-from paddlemix_r1.visrl_demo import VisrlDemoSettings, run_visrl_demo
+from paddlemix_r1.visrl_demo import VisrlDemoSettings
 
 
 def test_pictures_hide_the_pattern_at_full_view_and_show_it_in_the_crop() -> None:
@@ -46,8 +47,11 @@ def test_pictures_hide_the_pattern_at_full_view_and_show_it_in_the_crop() -> Non
                 assert np.abs(stripes[a] - stripes[b]).mean() > 20.0
 
 
-def test_smoke_run(tmp_path) -> None:
-    summary = run_visrl_demo(str(tmp_path), VisrlDemoSettings.smoke())
+def test_smoke_run_through_the_cli(tmp_path) -> None:
+    from paddlemix_r1.cli import main
+
+    assert main(["demo", "--recipe", "visrl", "--smoke", "--seed", "3", "--output_dir", str(tmp_path)]) == 0
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["before"]["n"] == 4 and "final" in saved["grpo"] and saved["dpo"]["generated_tokens"] > 0
-    assert summary["grpo"]["final"]["step"] == 2
+    assert saved["grpo"]["final"]["step"] == 2
+    assert saved["settings"] == {**asdict(VisrlDemoSettings.smoke()), "seed": 3}
