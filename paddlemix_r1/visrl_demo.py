@@ -91,8 +91,8 @@ class VisrlDemoSettings:
     dpo_lora: bool = True
     dpo_loss: str = "sigmoid"
     dpo_sft_weight: float = 1.0
-    """+ this x the chosen texts' token NLL (TRL's ``sft`` loss type, RPO's alpha). 0 (plain sigmoid DPO):
-    the box margin grows to 3-4 while no greedy box changes (seed 0) or fewer are right (seed 1)."""
+    """+ this x the chosen texts' token NLL (TRL's ``sft`` loss type, RPO's alpha). 0 (plain sigmoid DPO,
+    200 steps): accuracy 1.000 / 0.677 / 0.844 / 0.198 at seeds 0-3, against 0.969 / 0.875 / 1.000 / 0.938."""
     grpo_steps: int = 160
     grpo_prompts: int = 4
     grpo_generations: int = 8
