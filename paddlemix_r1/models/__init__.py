@@ -1,20 +1,14 @@
 """Qwen2-VL, Qwen2.5-VL and text-only Qwen2 LMs in Paddle; ``from_pretrained`` picks the family from config.json."""
 
+from paddlemix_r1.models.checkpoint import from_pretrained, save_pretrained
 from paddlemix_r1.models.config import ModelConfig, TextConfig, VisionConfig
 from paddlemix_r1.models.decoder import CausalLMBase, ModelOutput, PastKeyValues, VLModelBase
 from paddlemix_r1.models.qwen2 import Qwen2ForCausalLM, build_tiny_text_checkpoint, tiny_text_config
 from paddlemix_r1.models.qwen2_5_vl import Qwen2_5_VLForConditionalGeneration
 from paddlemix_r1.models.qwen2_vl import Qwen2VLForConditionalGeneration
+from paddlemix_r1.models.registry import MODEL_CLASSES
 from paddlemix_r1.models.rope_index import get_rope_index
-
-MODEL_CLASSES = {
-    "qwen2_vl": Qwen2VLForConditionalGeneration,
-    "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
-    "qwen2": Qwen2ForCausalLM,
-}
-
-from paddlemix_r1.models.checkpoint import from_pretrained, save_pretrained  # noqa: E402
-from paddlemix_r1.models.tiny import build_tiny_checkpoint, tiny_config  # noqa: E402
+from paddlemix_r1.models.tiny import build_tiny_checkpoint, tiny_config
 
 __all__ = [
     "CausalLMBase",

@@ -26,6 +26,7 @@ from paddlemix_r1._runtime import stride_kernels
 from paddlemix_r1.models.config import ModelConfig
 from paddlemix_r1.models.decoder import Linear
 from paddlemix_r1.models.lora import adapter_parameters
+from paddlemix_r1.models.registry import MODEL_CLASSES
 
 _HF5_PREFIXES = (("model.language_model.", "model."), ("model.visual.", "visual."))
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
@@ -101,8 +102,6 @@ def load_state(model: nn.Layer, path: str) -> None:
 def from_pretrained(path: str, dtype: str = "float32") -> nn.Layer:
     """Load a checkpoint directory (config.json + safetensors): Qwen2-VL, Qwen2.5-VL, or a text-only Qwen2 /
     Qwen2.5 causal LM (``Qwen2ForCausalLM``), by config.json's ``model_type`` (else its ``architectures``)."""
-    from paddlemix_r1.models import MODEL_CLASSES
-
     if dtype not in _DTYPES:
         raise ValueError(f"dtype {dtype!r} not one of {sorted(_DTYPES)}")
     config = ModelConfig.from_file(os.path.join(path, "config.json"))

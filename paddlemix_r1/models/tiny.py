@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from paddlemix_r1.models.config import ModelConfig, TextConfig, VisionConfig
+from paddlemix_r1.models.registry import MODEL_CLASSES
 
 
 def tiny_config(family: str = "qwen2_5_vl", vocab_size: int = 512, token_ids: dict | None = None,
@@ -42,7 +43,6 @@ def tiny_config(family: str = "qwen2_5_vl", vocab_size: int = 512, token_ids: di
 def build_tiny_checkpoint(out_dir: str, family: str = "qwen2_5_vl", seed: int = 0, min_pixels: int = 56 * 56,
                           max_pixels: int = 28 * 28 * 16, **config_kwargs) -> str:
     """Write tokenizer, processor config, config.json and random weights to ``out_dir``; return it."""
-    from paddlemix_r1.models import MODEL_CLASSES
     from paddlemix_r1.processing.tiny import build_tiny_tokenizer
 
     os.makedirs(out_dir, exist_ok=True)
