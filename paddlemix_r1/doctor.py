@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 import paddlemix_r1
+from paddlemix_r1 import atomic
 from paddlemix_r1._runtime import MIN_PADDLE
 
 STATUSES = ("PASS", "FAIL", "SKIP", "ERROR")
@@ -1010,9 +1011,7 @@ def worker_main(args: argparse.Namespace) -> int:
         result = {"rank": rank, "status": "ERROR", "detail": f"{type(e).__name__}: {e}",
                   "traceback": traceback.format_exc()}
         code = 1
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2, default=str)
-    os.replace(path + ".tmp", path)
+    atomic.write_json(path, result, default=str)
     return code
 
 
@@ -1133,10 +1132,7 @@ def format_row(r: CheckResult) -> str:
 
 def _write_report(path: str, doc: dict[str, Any]) -> None:
     """Atomically, so a crash (a native kernel can take the process down) leaves the last complete version."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2, default=str)
-    os.replace(path + ".tmp", path)
+    atomic.write_json(path, doc, default=str)
 
 
 def run(report: str = DEFAULT_REPORT, contracts: bool = False, out=None) -> int:

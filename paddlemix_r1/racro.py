@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from paddlemix_r1 import atomic
 from paddlemix_r1.rewards.reasoner import (
     REASONER_SYSTEM,
     VQA_SUFFIX,
@@ -129,14 +130,6 @@ def read_eval_rows(path: str, image_root: str | None = None, limit: int | None =
     return rows
 
 
-def _write_jsonl(path: str, records: list[dict]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def _read_outputs(path: str, step: str) -> dict[str, str]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: step {step!r} has not been run (run it first, or include it in --steps)")
@@ -161,7 +154,7 @@ def _vlm_step(rows: list[dict], s: RacroEvalSettings, build, path: str) -> None:
     outs = generate_chat(model, proc, [build(r["question"], len(r["images"])) for r in rows],
                          SamplingSettings(max_new_tokens=s.max_new_tokens, do_sample=False), batch_size=s.batch_size,
                          images=[r["images"] for r in rows])
-    _write_jsonl(path, [{"id": r["id"], "question": r["question"], "answer": r["answer"], "output": o[0]}
+    atomic.write_jsonl(path, [{"id": r["id"], "question": r["question"], "answer": r["answer"], "output": o[0]}
                         for r, o in zip(rows, outs)])
 
 
@@ -202,9 +195,8 @@ def run_racro_eval(s: RacroEvalSettings) -> dict:
             correct += verdict == "correct"
             records.append({"id": r["id"], "question": r["question"], "answer": r["answer"], "output": text,
                             "boxed": boxed, "verdict": verdict})
-        _write_jsonl(paths["reason"], records)
+        atomic.write_jsonl(paths["reason"], records)
         summary.update(accuracy=correct / len(rows) if rows else float("nan"), correct=correct,
                        reasoner=asdict(s.reasoner), reasoner_stats=reasoner.stats())
-        with open(os.path.join(s.output_dir, "summary.json"), "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
+        atomic.write_json(os.path.join(s.output_dir, "summary.json"), summary)
     return summary

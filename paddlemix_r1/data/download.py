@@ -61,6 +61,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
+from paddlemix_r1 import atomic
+
 R1_MLLM_URL = "https://paddlenlp.bj.bcebos.com/datasets/paddlemix/playground/r1_mllm/"
 R1V_PROMPTS_URL = "https://raw.githubusercontent.com/Deep-Agent/R1-V/main/src/eval/prompts/"
 CHUNK = 1 << 20
@@ -158,15 +160,7 @@ def sha256_file(path: str) -> str:
 
 def _write_json(path: str, obj: object) -> None:
     """Write ``obj`` as JSON to ``path`` atomically (a crash leaves the old file or the new one)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-
-    def write() -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-
-    _local(write, path)
+    _local(lambda: atomic.write_json(path, obj, indent=1, sort_keys=True), path)
 
 
 def read_lock(dest: str) -> dict[str, dict]:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+from paddlemix_r1 import atomic
 from paddlemix_r1.eval.data import EvalRow, read_eval_rows, select_rows
 from paddlemix_r1.eval.evaluator import METHODS, EvalSample, EvalSummary, GenerateFn, evaluate, format_table
 from paddlemix_r1.processing.image_processor import ImageProcessor
@@ -272,8 +273,7 @@ def run(args: argparse.Namespace, task_of: dict[str, str]) -> list[EvalSummary]:
     print(format_table(summaries))
     os.makedirs(args.output_dir, exist_ok=True)
     table_path = os.path.join(args.output_dir, f"summary_{args.model_name.lower()}_{args.method}_{args.steps}.json")
-    with open(table_path, "w", encoding="utf-8") as f:
-        json.dump([asdict(s) for s in summaries], f, indent=2, ensure_ascii=False)
+    atomic.write_json(table_path, [asdict(s) for s in summaries], ensure_ascii=False)
     print(f"summary saved to {table_path}")
     return summaries
 

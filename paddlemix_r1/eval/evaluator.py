@@ -35,6 +35,7 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
+from paddlemix_r1 import atomic
 from paddlemix_r1.data.readers import image_size_problem
 from paddlemix_r1.eval.data import EvalRow
 from paddlemix_r1.processing.image_processor import load_image
@@ -291,8 +292,7 @@ def evaluate(
         summary_path=summary_path,
     )
     if summary_path is not None:
-        with open(summary_path, "w", encoding="utf-8") as f:
-            json.dump(asdict(summary), f, indent=2, ensure_ascii=False)
+        atomic.write_json(summary_path, asdict(summary), ensure_ascii=False)
     return summary
 
 

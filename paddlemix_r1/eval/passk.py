@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from paddlemix_r1 import atomic
+
 DEFAULT_KS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
@@ -129,8 +131,7 @@ def write_pass_at_k(results: Sequence[PassAtK], output_dir: str, name: str = "pa
         for r in results:
             for k, v in r.values.items():
                 writer.writerow([r.task, r.dataset, k, v, r.prompts, r.samples_per_prompt, r.errors])
-    with open(paths["json"], "w", encoding="utf-8") as f:
-        json.dump([asdict(r) for r in results], f, indent=2, ensure_ascii=False)
+    atomic.write_json(paths["json"], [asdict(r) for r in results], ensure_ascii=False)
     plot_pass_at_k(results, paths["png"])
     return paths
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from paddlemix_r1 import atomic
 from paddlemix_r1.focus import config as config_io
 from paddlemix_r1.focus.boxes import (
     MIN_CROP_SIDE,
@@ -312,9 +313,6 @@ def run_generate(cfg: GenerateConfig, items: Sequence[dict[str, Any]] | None = N
             if pair is not None:
                 records.append(pair_record(it, *pair))
             all_trajs.extend({**t, "item": str(it["id"])} for t in trajs)
-    os.makedirs(os.path.dirname(os.path.abspath(cfg.output)), exist_ok=True)
-    with open(cfg.output, "w", encoding="utf-8") as f:
-        json.dump(records, f, indent=1)
-    with open(cfg.output + ".trajectories.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(t) + "\n" for t in all_trajs)
+    atomic.write_jsonl(cfg.output + ".trajectories.jsonl", all_trajs)
+    atomic.write_json(cfg.output, records, indent=1)
     return GenerateResult(records, len(items), len(all_trajs), tokens, cfg.output)

@@ -60,6 +60,7 @@ from typing import Any
 
 import yaml
 
+from paddlemix_r1 import atomic
 from paddlemix_r1.grpo.config import GRPOConfig
 
 STATE_FILE = "curriculum_state.json"
@@ -335,18 +336,6 @@ def reward_window(n: int) -> int:
     return max(1, min(20, n // 10))
 
 
-def _atomic_json(path: str, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path) or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def load_state(cfg: CurriculumConfig) -> dict[str, Any]:
     """The state file of ``cfg.output_dir`` (a new one if absent); ValueError if it lists other stages."""
     path = os.path.join(cfg.output_dir, STATE_FILE)
@@ -457,7 +446,7 @@ def run_curriculum(cfg: CurriculumConfig,
 
     def save_state() -> None:
         if env.is_main:
-            _atomic_json(state_path, state)
+            atomic.write_json(state_path, state)
 
     start = cfg.model_name_or_path
     results: list[StageResult] = []
@@ -547,8 +536,8 @@ def write_summary(cfg: CurriculumConfig, results: list[StageResult]) -> str:
     from paddlemix_r1.demo import plot_curve
 
     table = format_summary(results)
-    with open(os.path.join(cfg.output_dir, SUMMARY_FILE), "w", encoding="utf-8") as f:
-        json.dump({"stages": [dataclasses.asdict(r) for r in results], "table": table}, f, indent=2)
+    atomic.write_json(os.path.join(cfg.output_dir, SUMMARY_FILE),
+                      {"stages": [dataclasses.asdict(r) for r in results], "table": table})
     curve, segments = [], []
     for r in results:
         segments.append((len(curve), r.name))

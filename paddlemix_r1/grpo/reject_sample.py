@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from paddlemix_r1 import tasks
+from paddlemix_r1 import atomic, tasks
 from paddlemix_r1.grpo.sft import IMAGE_TAG
 from paddlemix_r1.rewards.llm_judge import JudgeConfig, LLMJudge
 from paddlemix_r1.rewards.registry import WeightedReward
@@ -83,14 +83,8 @@ def sft_record(prompt: str, completion: str, images: Sequence[Any], where: str =
 
 
 def write_jsonl(records: Sequence[Mapping], path: str) -> str:
-    """``records`` one JSON object a line, written to a temporary file and renamed over ``path``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    """``records`` one JSON object a line, written whole or not at all (``atomic``)."""
+    return atomic.write_jsonl(path, records)
 
 
 def parse_score(reply: str) -> float | None:
@@ -388,7 +382,5 @@ def run_reject_sample(cfg: RejectSampleConfig, log: Callable[[str], None] = prin
         log(f"[reject-sample] SFT {cfg.sft_steps} steps on {len(examples)} records, loss {losses[0]:.4f} -> "
             f"{losses[-1]:.4f}; model in {out_dir}")
     path = f"{cfg.output}.summary.json"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=1)
+    atomic.write_json(path, summary, indent=1)
     return summary
