@@ -17,11 +17,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
 
+from paddlemix_r1 import atomic
 from paddlemix_r1.data.synthetic import CURRICULUM_FORMS, counting_curriculum_rows, write_curr_reft_jsonl
 from paddlemix_r1.demo import MAX_COUNT, build_demo_model, demo_images
 from paddlemix_r1.tasks import row_conversation
@@ -118,8 +118,7 @@ def run_curriculum_demo(output_dir: str, settings: CurriculumDemoSettings | None
     summary = {"open_before_curriculum": open_before, "stages": [asdict(r) for r in results],
                "sft_loss": sft_losses, "seconds": round(time.perf_counter() - t_start, 1),
                "settings": asdict(s), "table": format_summary(results)}
-    with open(os.path.join(output_dir, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
+    atomic.write_json(os.path.join(output_dir, "summary.json"), summary)
     print("\n" + summary["table"])
     last = results[-1].eval_end
     print(f"\n open accuracy: warm-up model {open_before['accuracy']:.3f} ({open_before['correct']}/{open_before['n']})"

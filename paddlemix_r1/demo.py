@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from paddlemix_r1 import atomic
 from paddlemix_r1.data.synthetic import counting_rows
 from paddlemix_r1.tasks import row_conversation
 
@@ -199,8 +200,7 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None) -> dict:
         "sft_loss": sft_losses, "seconds": round(time.perf_counter() - t_start, 1),
         "settings": s.__dict__, "model": final, "visualdl_logdir": os.path.join(grpo_dir, "vdl"),
     }
-    with open(os.path.join(output_dir, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
+    atomic.write_json(os.path.join(output_dir, "summary.json"), summary)
     print("\n stage            accuracy")
     print(f" random init      {initial['accuracy']:.3f}  ({initial['correct']}/{initial['n']})")
     print(f" before (SFT)     {before['accuracy']:.3f}  ({before['correct']}/{before['n']})")

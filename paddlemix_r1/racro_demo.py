@@ -16,13 +16,13 @@ The captioner never sees the answer: the only path to reward is a caption that c
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from paddlemix_r1 import atomic
 from paddlemix_r1.data.synthetic import counting_rows
 from paddlemix_r1.demo import MAX_COUNT, build_demo_model, demo_images, plot_curve
 
@@ -173,8 +173,7 @@ def run_racro_demo(output_dir: str, settings: RacroDemoSettings | None = None) -
                "reward_curve": curve, "grpo_seconds": round(grpo_seconds, 1),
                "reasoner_generation_seconds": round(reasoner_seconds, 1), "reasoner_stats": trainer.reasoner.stats(),
                "seconds": round(time.perf_counter() - t_start, 1), "settings": asdict(s)}
-    with open(os.path.join(output_dir, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
+    atomic.write_json(os.path.join(output_dir, "summary.json"), summary)
     print(f"\n caption reward (held-out pictures, greedy captions): before {before:.3f} -> after {after:.3f}")
     print(f"[racro demo] {summary['seconds']} s (GRPO {summary['grpo_seconds']} s, of which the reasoner "
           f"{summary['reasoner_generation_seconds']} s); summary in {os.path.join(output_dir, 'summary.json')}")

@@ -37,7 +37,6 @@ the stripes as grey). Figures for seeds 0-3: docs/visrl.md.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -45,6 +44,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
+from paddlemix_r1 import atomic
 from paddlemix_r1.focus.boxes import format_focus_box
 
 PATTERNS = ("horizontal", "vertical", "checker")
@@ -330,8 +330,7 @@ def run_visrl_demo(output_dir: str, settings: VisrlDemoSettings | None = None) -
     summary = {"before": before, "dpo": dpo, "grpo": grpo, "sft_loss": sft_losses[-5:],
                "seconds": round(time.perf_counter() - t_start, 1), "timings": {k: round(v, 1) for k, v in timings.items()},
                "settings": asdict(s)}
-    with open(os.path.join(output_dir, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
+    atomic.write_json(os.path.join(output_dir, "summary.json"), summary)
     print(format_table(summary))
     return summary
 
