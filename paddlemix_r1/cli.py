@@ -21,6 +21,8 @@ import os
 import sys
 import time
 
+from paddlemix_r1.families import VISION_FAMILIES
+
 DEFAULT_TINY_DIR = os.path.join("outputs", "tiny-qwen2_5_vl")
 
 
@@ -356,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("tiny-checkpoint", help="build a tiny random checkpoint (no downloads)")
     t.add_argument("--out", required=True)
-    t.add_argument("--family", default="qwen2_5_vl", choices=["qwen2_vl", "qwen2_5_vl"])
+    t.add_argument("--family", default="qwen2_5_vl", choices=VISION_FAMILIES)
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(fn=cmd_tiny_checkpoint)
     return p

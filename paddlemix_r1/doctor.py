@@ -58,10 +58,11 @@ import numpy as np
 import paddlemix_r1
 from paddlemix_r1 import atomic
 from paddlemix_r1._runtime import MIN_PADDLE
+from paddlemix_r1.families import VISION_FAMILIES
 
 STATUSES = ("PASS", "FAIL", "SKIP", "ERROR")
 DEFAULT_REPORT = "doctor_report.json"
-FAMILIES = ("qwen2_vl", "qwen2_5_vl")
+FAMILIES = VISION_FAMILIES
 
 # Parity tolerances: max |fused - reference| over max |reference|, per output and input gradient. The
 # reference is the eager implementation in fp32 on the same (bf16-rounded, for bf16) values.

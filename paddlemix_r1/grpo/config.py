@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from paddlemix_r1.families import VISION_FAMILIES
+
 if typing.TYPE_CHECKING:
     from paddlemix_r1.models.lora import LoraConfig
     from paddlemix_r1.rewards.reasoner import ReasonerConfig
@@ -28,7 +30,7 @@ LR_SCHEDULERS = ("constant", "linear", "cosine")
 """lr_scheduler_type values (trainer.lr_lambda)."""
 DTYPES = ("float32", "fp32", "bfloat16", "bf16")
 """Policy / reference dtypes a run accepts (float16: see ``_FLOAT16_REASON``)."""
-TINY_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
+TINY_FAMILIES = VISION_FAMILIES
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 

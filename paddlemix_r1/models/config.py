@@ -20,8 +20,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl")
-TEXT_FAMILIES = ("qwen2",)
+from paddlemix_r1.families import TEXT_FAMILIES, VISION_FAMILIES
+
+FAMILIES = VISION_FAMILIES
 """Text-only causal LMs (no vision tower)."""
 _ARCHITECTURES = {"Qwen2ForCausalLM": "qwen2", "Qwen2VLForConditionalGeneration": "qwen2_vl",
                   "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl"}

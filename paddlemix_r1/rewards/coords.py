@@ -29,12 +29,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from paddlemix_r1.families import QWEN2_5_VL, QWEN2_VL, VISION_FAMILIES
+
 Box = tuple[float, float, float, float]
 Size = tuple[int, int]
 
-QWEN2_VL = "qwen2_vl"
-QWEN2_5_VL = "qwen2_5_vl"
-MODEL_FAMILIES = (QWEN2_VL, QWEN2_5_VL)
+MODEL_FAMILIES = VISION_FAMILIES
 
 NORMALIZED_RANGE = 1000.0
 

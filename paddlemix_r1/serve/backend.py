@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-VISION_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
-TEXT_FAMILIES = ("qwen2",)  # Qwen2ForCausalLM layout: R1-Distill-Qwen, Qwen2.5-Instruct (models/qwen2.py)
+from paddlemix_r1.families import TEXT_FAMILIES, VISION_FAMILIES
+
 DEFAULT_CONTEXT = 32768  # Qwen2-VL's max_position_embeddings, for configs that do not say
 
 
