@@ -137,6 +137,22 @@ def grouped_decode_attention_eager(
     return out.transpose([1, 0, 2, 3]).reshape([n, 1, nh, hd])
 
 
+@register("grouped_decode_attention", "cpu_kernel")
+def grouped_decode_attention_cpu_kernel(
+    q: paddle.Tensor, k_prompt: paddle.Tensor, v_prompt: paddle.Tensor, k_new: paddle.Tensor,
+    v_new: paddle.Tensor, mask: paddle.Tensor, scale: float,
+) -> paddle.Tensor:
+    """``grouped_decode_attention_eager`` as one compiled CPU op (``csrc/attention_cpu.cc``): per key head and
+    prompt, one GEMM against the prompt's keys and one against its values, the rows' own slots in place,
+    the softmax between; slots the mask closes are not multiplied (a step costs the slots written so far).
+    No backward: where a gradient is wanted, or for other dtypes, the eager path runs."""
+    tensors = (q, k_prompt, v_prompt, k_new, v_new)
+    if (paddle.is_grad_enabled() and not all(t.stop_gradient for t in tensors)) or not cpu_ext.takes(
+            "grouped_decode_attention", *tensors, mask):
+        return grouped_decode_attention_eager(q, k_prompt, v_prompt, k_new, v_new, mask, scale)
+    return cpu_ext.kernels().grouped_decode_attention_cpu(q, k_prompt, v_prompt, k_new, v_new, mask, float(scale))
+
+
 def grouped_decode_attention(
     q: paddle.Tensor, k_prompt: paddle.Tensor, v_prompt: paddle.Tensor, k_new: paddle.Tensor,
     v_new: paddle.Tensor, mask: paddle.Tensor, scale: float,

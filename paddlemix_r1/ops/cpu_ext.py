@@ -48,7 +48,7 @@ LDFLAGS = ["-liomp5"]
 # large enough to win (measured crossovers: softmax between 32K and 256K elements, e.g. 90 vs 55 us at
 # (16, 2048) and 291 vs 655 us at (64, 4096); swiglu between 8K and 32K, 74 vs 43 us and 96 vs 141 us).
 MIN_NUMEL = {"softmax": 65536, "swiglu": 16384, "quick_gelu": 16384, "layer_norm": 16384, "rms_norm": 16384,
-             "vision_attention": 16384, "categorical": 0}
+             "vision_attention": 16384, "categorical": 0, "grouped_decode_attention": 0}
 # The vision attention keeps its softmax probabilities for the backward up to this many (heads x the sum
 # of squared segment lengths; 128 MiB in fp32), as the eager path does; beyond it the backward
 # recomputes them block by block.
@@ -56,7 +56,7 @@ MAX_STORED_PROBS = 1 << 25
 # The compiled function behind each op's ``cpu_kernel`` implementation.
 KERNEL_OF = {"softmax": "softmax_lastdim", "swiglu": "swiglu_cpu", "quick_gelu": "quick_gelu_cpu",
              "layer_norm": "layer_norm_cpu", "rms_norm": "rms_norm_cpu", "vision_attention": "vision_attention_cpu",
-             "categorical": "categorical_sample_cpu"}
+             "categorical": "categorical_sample_cpu", "grouped_decode_attention": "grouped_decode_attention_cpu"}
 
 _module: ModuleType | None = None
 _status: str = "not loaded"
@@ -145,7 +145,7 @@ def module() -> ModuleType | None:
             _module = _load(directory)
         _status = f"loaded from {directory}"
         if _mkl_library() is None:
-            _status += " (no libmklml_intel.so in this Paddle build: vision_attention stays eager)"
+            _status += " (no libmklml_intel.so in this Paddle build: vision_attention and grouped_decode_attention stay eager)"
     except Exception as e:  # noqa: BLE001 - any build failure means: use the eager references, and say why
         _status = f"build failed in {directory}: {type(e).__name__}: {str(e)[-2000:]}"
         warnings.warn(f"paddlemix_r1: CPU kernels unavailable, using the eager references ({_status})",

@@ -37,8 +37,8 @@ def test_cpu_uses_eager_except_measured_cpu_choices():
         assert ops.implementation(op) == ("cpu_kernel" if kernel else "gemm_grad"), cpu_ext.status()
     for op in ("softmax", "swiglu", "quick_gelu"):
         assert ops.implementation(op) == ("cpu_kernel" if kernel else "eager"), cpu_ext.status()
-    assert ops.implementation("vision_attention") == (
-        "cpu_kernel" if cpu_ext.provides("vision_attention") else "eager"), cpu_ext.status()
+    for op in ("vision_attention", "grouped_decode_attention"):
+        assert ops.implementation(op) == ("cpu_kernel" if cpu_ext.provides(op) else "eager"), cpu_ext.status()
 
 
 def _values_and_grads(fn, *tensors):
@@ -217,8 +217,9 @@ def test_cpu_kernels_without_mkl_build_all_but_the_vision_attention(tmp_path):
         "from paddlemix_r1.ops import cpu_ext\n"
         "cpu_ext._mkl_library = lambda: None\n"
         "assert cpu_ext.provides('softmax') and not cpu_ext.provides('vision_attention'), cpu_ext.status()\n"
-        "assert 'vision_attention stays eager' in cpu_ext.status(), cpu_ext.status()\n"
+        "assert 'vision_attention and grouped_decode_attention stay eager' in cpu_ext.status(), cpu_ext.status()\n"
         "assert ops.implementation('vision_attention') == 'eager'\n"
+        "assert ops.implementation('grouped_decode_attention') == 'eager'\n"
         "assert ops.implementation('softmax') == 'cpu_kernel'\n"
     )
     env = {**os.environ, "PADDLEMIX_R1_CPU_KERNELS": "1", "PADDLEMIX_R1_EXT_DIR": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
@@ -241,6 +242,74 @@ def test_grouped_decode_attention_equals_attention_over_repeated_prompt(b, g, nh
     v_full = paddle.concat([paddle.repeat_interleave(vp, g, axis=1), vn], axis=2)
     ref = ops.attention(q, k_full, v_full, mask.unsqueeze(1), 0.3).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def _grouped_decode_reference(q, kp, vp, kn, vn, mask, scale):
+    """float64 numpy: each row's queries against its prompt's keys and its own slots, softmax, values."""
+    n, _, nh, hd = q.shape
+    nkv, b, length, _ = kp.shape
+    g, rows = nh // nkv, n // b
+    out = np.zeros((n, 1, nh, hd))
+    for row in range(n):
+        for head in range(nh):
+            h = head // g
+            keys = np.concatenate([kp[h, row // rows], kn[h, row]])  # (L + T, hd)
+            values = np.concatenate([vp[h, row // rows], vn[h, row]])
+            m = mask[row, 0] if mask.ndim == 3 else mask[h, row, head % g]
+            s = keys @ (q[row, 0, head] * scale) + m
+            p = np.exp(s - s.max())
+            out[row, 0, head] = (p / p.sum()) @ values
+    return out
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("b,g,nh,nkv,hd,length,slots,written,per_head,dtype", [
+    (1, 1, 2, 1, 4, 3, 2, 1, False, "float32"),
+    (2, 8, 16, 8, 16, 85, 64, 30, True, "float32"),   # the rollout benchmark's step
+    (2, 3, 4, 2, 32, 40, 16, 16, False, "float32"),   # every slot written
+    (3, 2, 8, 2, 24, 9, 7, 0, True, "float64"),       # no slot written yet: prompt keys only
+    (2, 4, 16, 2, 128, 50, 33, 5, True, "float32"),   # Qwen2.5-VL-3B's head layout
+])
+def test_grouped_decode_attention_cpu_kernel_equals_float64_reference_and_eager(
+        b, g, nh, nkv, hd, length, slots, written, per_head, dtype):
+    """The compiled step (closed slots skipped, GEMMs against the prompt) against float64 numpy and the eager
+    op; left padding in one prompt, a fully padded (pad) row, both mask layouts."""
+    from paddlemix_r1.ops.attention import grouped_decode_attention_cpu_kernel, grouped_decode_attention_eager
+
+    r = np.random.default_rng(hd + length)
+    n = b * g
+    q, kp, vp = r.standard_normal((n, 1, nh, hd)), r.standard_normal((nkv, b, length, hd)), r.standard_normal(
+        (nkv, b, length, hd))
+    kn, vn = r.standard_normal((nkv, n, slots, hd)), r.standard_normal((nkv, n, slots, hd))
+    mask = np.zeros((n, 1, length + slots))
+    mask[:, :, length + written:] = -1e30
+    mask[-g:, :, :2] = -1e30  # the last prompt is left-padded
+    if written == 0:
+        mask[0] = -1e30  # a pad row: every key closed (the eager path's uniform-ish answer is kept)
+    if per_head:
+        mask = np.broadcast_to(mask[None, :, :, :], (nkv, n, nh // nkv, length + slots)).copy()
+    args = [paddle.to_tensor(a.astype(dtype)) for a in (q, kp, vp, kn, vn, mask)]
+    with paddle.no_grad():
+        got = grouped_decode_attention_cpu_kernel(*args, 0.25).numpy()  # 0.25: the op's scale attribute is fp32
+        eager = grouped_decode_attention_eager(*args, 0.25).numpy()
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    live = slice(1, None) if written == 0 else slice(None)  # the pad row: compared with eager only
+    np.testing.assert_allclose(got[live], _grouped_decode_reference(q, kp, vp, kn, vn, mask, 0.25)[live],
+                               rtol=tol, atol=tol)
+    np.testing.assert_allclose(got, eager, rtol=1e-4, atol=1e-5)  # eager's softmax is fp32 for fp64 inputs
+
+
+@needs_cpu_kernels
+def test_grouped_decode_attention_cpu_kernel_leaves_gradients_to_eager():
+    """No backward is compiled: with a gradient wanted the eager path runs, and the gradient flows."""
+    from paddlemix_r1.ops.attention import grouped_decode_attention_cpu_kernel
+
+    q = t(4, 1, 2, 8)
+    q.stop_gradient = False
+    kp, vp, kn, vn = t(1, 2, 3, 8), t(1, 2, 3, 8), t(1, 4, 2, 8), t(1, 4, 2, 8)
+    out = grouped_decode_attention_cpu_kernel(q, kp, vp, kn, vn, paddle.zeros([4, 1, 5]), 1.0)
+    out.sum().backward()
+    assert q.grad is not None and float(q.grad.abs().sum()) > 0
 
 
 @pytest.mark.parametrize("shape", [(3, 5, 16), (300, 64)])

@@ -277,3 +277,128 @@ PD_BUILD_GRAD_OP(vision_attention_cpu)
     .Attrs({"scale: float", "max_stored: int64_t"})
     .SetKernelFn(PD_KERNEL(VisionAttentionBackward));
 
+
+// ---- grouped decode attention (ops/attention.py: grouped_decode_attention) ------------------------------
+// One decode step for N = B*G rows whose G consecutive rows continue one prompt: q (N, 1, nh, hd); the
+// prompt's keys/values once per prompt, kp, vp (nkv, B, L, hd); the generated slots per row, kn, vn
+// (nkv, N, T, hd); mask additive over [prompt | slots], (N, 1, L + T) or (nkv, N, g, L + T); out (N, 1, nh, hd).
+// Task (h, b) gathers the G*g queries of prompt b's rows for key head h into one (G*g, hd) block:
+//   S[:, :L] = (scale Q) Kp^T   (one MKL GEMM; the eager path's same product)
+//   S[r, L+t] = (scale q_r) . kn_t + mask, for each row's own slots; a slot whose mask is <= kSkipMask is
+//               not multiplied: its score is the mask value, which is what dot + mask rounds to in fp32/fp64
+//               for any |dot| < 1e22 (so a decode step costs its written slots, not all T)
+//   P = softmax(S);  O = P[:, :L] Vp (one GEMM) + sum over the slots with P > 0 of P vn_t
+// No backward: rollouts run without one (the Python side takes the eager path when a gradient is wanted).
+
+namespace {
+
+template <typename T>
+constexpr T kSkipMask = T(-1e29);
+
+template <typename T>
+void GroupedDecode(const T* q, const T* kp, const T* vp, const T* kn, const T* vn, const T* mask, bool mask_per_head,
+                   T* out, int64_t n_rows, int64_t prompts, int64_t nh, int64_t nkv, int64_t hd, int64_t len,
+                   int64_t slots, T scale) {
+  const int64_t group = n_rows / prompts, g = nh / nkv, rows = group * g, keys = len + slots;
+  const int64_t tasks = nkv * prompts;
+  const bool parallel = tasks > 1 && tasks * rows * keys * hd >= kParallelMin * 8;
+#pragma omp parallel if (parallel)
+  {
+    std::vector<T> qb(rows * hd), s(rows * keys), ob(rows * hd);
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t h = task / prompts, b = task % prompts;
+      for (int64_t i = 0; i < group; ++i) {  // gather: row n = b*G + i, heads h*g .. h*g + g - 1 (contiguous)
+        const T* src = q + ((b * group + i) * nh + h * g) * hd;
+        T* dst = qb.data() + i * g * hd;
+        for (int64_t e = 0; e < g * hd; ++e) dst[e] = src[e] * scale;
+      }
+      const T* kpb = kp + (h * prompts + b) * len * hd;
+      const T* vpb = vp + (h * prompts + b) * len * hd;
+      if (len > 0) Gemm(kN, kT, rows, len, hd, T(1), qb.data(), hd, kpb, hd, T(0), s.data(), keys);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t i = r / g, j = r % g, n = b * group + i;
+        const T* m = mask_per_head ? mask + ((h * n_rows + n) * g + j) * keys : mask + n * keys;
+        T* sr = s.data() + r * keys;
+        for (int64_t l = 0; l < len; ++l) sr[l] += m[l];
+        const T* qr = qb.data() + r * hd;
+        const T* knr = kn + (h * n_rows + n) * slots * hd;
+        for (int64_t t = 0; t < slots; ++t) {
+          const T mt = m[len + t];
+          if (mt <= kSkipMask<T>) {
+            sr[len + t] = mt;
+            continue;
+          }
+          const T* kt = knr + t * hd;
+          T dot = 0;
+#pragma omp simd reduction(+ : dot)
+          for (int64_t e = 0; e < hd; ++e) dot += qr[e] * kt[e];
+          sr[len + t] = dot + mt;
+        }
+      }
+      SoftmaxRows(s.data(), s.data(), rows, keys);  // serial here: nested inside this region
+      if (len > 0) Gemm(kN, kN, rows, hd, len, T(1), s.data(), keys, vpb, hd, T(0), ob.data(), hd);
+      else std::fill(ob.begin(), ob.end(), T(0));
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t i = r / g, j = r % g, n = b * group + i;
+        const T* pr = s.data() + r * keys + len;
+        const T* vnr = vn + (h * n_rows + n) * slots * hd;
+        T* o = ob.data() + r * hd;
+        for (int64_t t = 0; t < slots; ++t) {
+          const T p = pr[t];
+          if (p == T(0)) continue;
+          const T* vt = vnr + t * hd;
+#pragma omp simd
+          for (int64_t e = 0; e < hd; ++e) o[e] += p * vt[e];
+        }
+        T* dst = out + (n * nh + h * g + j) * hd;
+        for (int64_t e = 0; e < hd; ++e) dst[e] = o[e];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> GroupedDecodeAttentionForward(const paddle::Tensor& q, const paddle::Tensor& k_prompt,
+                                                          const paddle::Tensor& v_prompt, const paddle::Tensor& k_new,
+                                                          const paddle::Tensor& v_new, const paddle::Tensor& mask,
+                                                          float scale) {
+  const char* op = "grouped_decode_attention_cpu";
+  for (const paddle::Tensor* t : {&q, &k_prompt, &v_prompt, &k_new, &v_new, &mask}) {
+    PD_CHECK(t->is_cpu(), op, ": CPU tensors are required");
+    PD_CHECK(t->dtype() == q.dtype(), op, ": every input must have q's dtype");
+  }
+  PD_CHECK(q.dtype() == paddle::DataType::FLOAT32 || q.dtype() == paddle::DataType::FLOAT64, op,
+           ": float32 or float64 is required");
+  PD_CHECK(q.shape().size() == 4 && q.shape()[1] == 1, op, ": q must be (N, 1, heads, head_dim)");
+  const int64_t n = q.shape()[0], nh = q.shape()[2], hd = q.shape()[3];
+  PD_CHECK(k_prompt.shape().size() == 4 && k_prompt.shape() == v_prompt.shape() && k_prompt.shape()[3] == hd, op,
+           ": k_prompt and v_prompt must both be (kv_heads, B, L, head_dim)");
+  const int64_t nkv = k_prompt.shape()[0], b = k_prompt.shape()[1], len = k_prompt.shape()[2];
+  PD_CHECK(nkv > 0 && nh % nkv == 0 && b > 0 && n % b == 0, op, ": heads must be a multiple of kv_heads and N of B");
+  PD_CHECK(k_new.shape().size() == 4 && k_new.shape() == v_new.shape() && k_new.shape()[0] == nkv &&
+               k_new.shape()[1] == n && k_new.shape()[3] == hd,
+           op, ": k_new and v_new must both be (kv_heads, N, T, head_dim)");
+  const int64_t slots = k_new.shape()[2], keys = len + slots, g = nh / nkv;
+  const auto& ms = mask.shape();
+  const bool per_head = ms.size() == 4;
+  PD_CHECK((ms.size() == 3 && ms[0] == n && ms[1] == 1 && ms[2] == keys) ||
+               (per_head && ms[0] == nkv && ms[1] == n && ms[2] == g && ms[3] == keys),
+           op, ": mask must be (N, 1, L + T) or (kv_heads, N, heads / kv_heads, L + T)");
+  auto qc = q.contiguous(), kpc = k_prompt.contiguous(), vpc = v_prompt.contiguous();
+  auto knc = k_new.contiguous(), vnc = v_new.contiguous(), mc = mask.contiguous();
+  auto out = paddle::empty({n, 1, nh, hd}, qc.dtype(), qc.place());
+  PD_DISPATCH_FLOATING_TYPES(qc.type(), "grouped_decode_attention_cpu", ([&] {
+    GroupedDecode<data_t>(qc.data<data_t>(), kpc.data<data_t>(), vpc.data<data_t>(), knc.data<data_t>(),
+                          vnc.data<data_t>(), mc.data<data_t>(), per_head, out.data<data_t>(), n, b, nh, nkv, hd, len,
+                          slots, static_cast<data_t>(scale));
+  }));
+  return {out};
+}
+
+PD_BUILD_OP(grouped_decode_attention_cpu)
+    .Inputs({"Q", "KPrompt", "VPrompt", "KNew", "VNew", "Mask"})
+    .Outputs({"Out"})
+    .Attrs({"scale: float"})
+    .SetKernelFn(PD_KERNEL(GroupedDecodeAttentionForward));
