@@ -62,7 +62,6 @@ from paddlemix_r1.families import VISION_FAMILIES
 
 STATUSES = ("PASS", "FAIL", "SKIP", "ERROR")
 DEFAULT_REPORT = "doctor_report.json"
-FAMILIES = VISION_FAMILIES
 
 # Parity tolerances: max |fused - reference| over max |reference|, per output and input gradient. The
 # reference is the eager implementation in fp32 on the same (bf16-rounded, for bf16) values.
@@ -433,7 +432,7 @@ def check_inv_freq(workdir: str) -> Outcome:
     from paddlemix_r1.models import from_pretrained
 
     details, problems, data = [], [], {"device": paddle.get_device()}
-    for family in FAMILIES:
+    for family in VISION_FAMILIES:
         path = tiny_checkpoint(workdir, family)
         found, probs = rotary_buffer_problems(from_pretrained(path, dtype="bfloat16"),
                                               from_pretrained(path, dtype="float32"))

@@ -13,6 +13,7 @@ import paddle
 import pytest
 
 from paddlemix_r1 import cli, doctor
+from paddlemix_r1.families import VISION_FAMILIES
 from paddlemix_r1.ops import dispatch, gpu_kernels
 
 # The whole command runs its GPU checks where there is a GPU (minutes): there, run it by hand.
@@ -123,7 +124,7 @@ def test_inv_freq_check_fails_for_a_load_that_casts_buffers(tmp_path, monkeypatc
     monkeypatch.setattr(models, "from_pretrained", load_with_layer_to)
     out = doctor.check_inv_freq(str(tmp_path))
     assert out.status == "FAIL"
-    for family in doctor.FAMILIES:
+    for family in VISION_FAMILIES:
         assert f"{family}: model.inv_freq is bfloat16" in out.detail and f"{family}: visual.inv_freq is bfloat16" in out.detail
 
 

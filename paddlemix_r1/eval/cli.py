@@ -23,8 +23,8 @@ from typing import Any
 from paddlemix_r1 import atomic
 from paddlemix_r1.eval.data import EvalRow, read_eval_rows, select_rows
 from paddlemix_r1.eval.evaluator import METHODS, EvalSample, EvalSummary, GenerateFn, evaluate, format_table
+from paddlemix_r1.families import VISION_FAMILIES
 from paddlemix_r1.processing.image_processor import ImageProcessor
-from paddlemix_r1.rewards.coords import MODEL_FAMILIES
 from paddlemix_r1.tasks import get_task
 
 # The published test sets' file names: <data_root>/<dataset><extension>.
@@ -86,7 +86,7 @@ def _common_parser(
     p.add_argument("--max_pixels", type=int, default=None, help="image processor max_pixels (None: the checkpoint's)")
     p.add_argument(
         "--model_family",
-        choices=MODEL_FAMILIES,
+        choices=VISION_FAMILIES,
         default=None,
         help="box frame of the model's answers (None: model_type of <model_path>/config.json)",
     )
@@ -145,13 +145,13 @@ def resolve_model_family(args: argparse.Namespace) -> str:
     config_path = os.path.join(args.model_path, "config.json")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(
-            f"no config.json at {args.model_path}; pass --model_family {{{','.join(MODEL_FAMILIES)}}}"
+            f"no config.json at {args.model_path}; pass --model_family {{{','.join(VISION_FAMILIES)}}}"
         )
     with open(config_path, encoding="utf-8") as f:
         model_type = json.load(f).get("model_type")
-    if model_type not in MODEL_FAMILIES:
+    if model_type not in VISION_FAMILIES:
         raise ValueError(
-            f"{config_path}: model_type {model_type!r} is not one of {MODEL_FAMILIES}; pass --model_family"
+            f"{config_path}: model_type {model_type!r} is not one of {VISION_FAMILIES}; pass --model_family"
         )
     return model_type
 
@@ -271,7 +271,6 @@ def run(args: argparse.Namespace, task_of: dict[str, str]) -> list[EvalSummary]:
             )
         )
     print(format_table(summaries))
-    os.makedirs(args.output_dir, exist_ok=True)
     table_path = os.path.join(args.output_dir, f"summary_{args.model_name.lower()}_{args.method}_{args.steps}.json")
     atomic.write_json(table_path, [asdict(s) for s in summaries], ensure_ascii=False)
     print(f"summary saved to {table_path}")

@@ -30,7 +30,6 @@ LR_SCHEDULERS = ("constant", "linear", "cosine")
 """lr_scheduler_type values (trainer.lr_lambda)."""
 DTYPES = ("float32", "fp32", "bfloat16", "bf16")
 """Policy / reference dtypes a run accepts (float16: see ``_FLOAT16_REASON``)."""
-TINY_FAMILIES = VISION_FAMILIES
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 
@@ -369,7 +368,7 @@ class GRPOConfig:
             if value is not None:
                 _one_of(name, value, DTYPES, " (float32 on CPU or GPU, bfloat16 on GPU; the models' fp32 regions "
                                              "and Paddle's kernels are written for these)")
-        _one_of("tiny_family", self.tiny_family, TINY_FAMILIES)
+        _one_of("tiny_family", self.tiny_family, VISION_FAMILIES)
         _one_of("dataset", self.dataset, [*SYNTHETIC, "files"])
         _one_of("loss_type", self.loss_type, LOSS_REDUCTIONS)
         _one_of("scale_rewards", self.scale_rewards, SCALE_REWARDS)

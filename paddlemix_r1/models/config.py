@@ -22,7 +22,6 @@ from typing import Any
 
 from paddlemix_r1.families import TEXT_FAMILIES, VISION_FAMILIES
 
-FAMILIES = VISION_FAMILIES
 """Text-only causal LMs (no vision tower)."""
 _ARCHITECTURES = {"Qwen2ForCausalLM": "qwen2", "Qwen2VLForConditionalGeneration": "qwen2_vl",
                   "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl"}
@@ -95,8 +94,8 @@ class ModelConfig:
             model_type = named[0] if named else None
         if model_type in TEXT_FAMILIES:
             return cls._text_only(d, model_type, source)
-        if model_type not in FAMILIES:
-            raise ValueError(f"{source}: model_type {model_type!r} is not one of {FAMILIES + TEXT_FAMILIES}")
+        if model_type not in VISION_FAMILIES:
+            raise ValueError(f"{source}: model_type {model_type!r} is not one of {VISION_FAMILIES + TEXT_FAMILIES}")
         text_d = d.get("text_config") or d  # layout B nests text fields; layout A keeps them flat
         rope = text_d.get("rope_parameters") or text_d.get("rope_scaling") or d.get("rope_scaling") or {}
 

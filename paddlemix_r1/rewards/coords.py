@@ -34,7 +34,6 @@ from paddlemix_r1.families import QWEN2_5_VL, QWEN2_VL, VISION_FAMILIES
 Box = tuple[float, float, float, float]
 Size = tuple[int, int]
 
-MODEL_FAMILIES = VISION_FAMILIES
 
 NORMALIZED_RANGE = 1000.0
 
@@ -96,7 +95,7 @@ def model_box_to_original(
         return resized_to_original(box, resized_size, image_size)
     if model_family == QWEN2_VL:
         return normalized_to_original(box, image_size)
-    raise ValueError(f"unknown model_family {model_family!r}; expected one of {MODEL_FAMILIES}")
+    raise ValueError(f"unknown model_family {model_family!r}; expected one of {VISION_FAMILIES}")
 
 
 def original_box_to_model(
@@ -112,7 +111,7 @@ def original_box_to_model(
         return original_to_resized(box, image_size, resized_size)
     if model_family == QWEN2_VL:
         return original_to_normalized(box, image_size)
-    raise ValueError(f"unknown model_family {model_family!r}; expected one of {MODEL_FAMILIES}")
+    raise ValueError(f"unknown model_family {model_family!r}; expected one of {VISION_FAMILIES}")
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:

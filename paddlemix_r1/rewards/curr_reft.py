@@ -50,9 +50,10 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from paddlemix_r1.families import VISION_FAMILIES
 from paddlemix_r1.rewards.answer_match import clean_text
 from paddlemix_r1.rewards.columns import RewardFn, as_size, check_column, check_completions
-from paddlemix_r1.rewards.coords import MODEL_FAMILIES, QWEN2_5_VL
+from paddlemix_r1.rewards.coords import QWEN2_5_VL
 from paddlemix_r1.rewards.format_reward import has_think_answer_format
 from paddlemix_r1.rewards.math_answer import MathVerifier, default_verifier, gold_text, score_math_completion
 from paddlemix_r1.rewards.parsing import answer_text, find_answer_block, parse_box
@@ -295,8 +296,8 @@ def _box_frame(i: int, n: int, model_family: Sequence[Any] | None, image_size: S
     check_column(model_family, "model_family", n, "open")
     check_column(image_size, "image_size", n, "open")
     family = model_family[i]  # type: ignore[index]
-    if family not in MODEL_FAMILIES:
-        raise ValueError(f"open: model_family[{i}] must be one of {MODEL_FAMILIES}, got {family!r}")
+    if family not in VISION_FAMILIES:
+        raise ValueError(f"open: model_family[{i}] must be one of {VISION_FAMILIES}, got {family!r}")
     size = as_size(image_size[i], "image_size", i, "open")  # type: ignore[index]
     if family != QWEN2_5_VL:
         return family, size, None

@@ -63,8 +63,9 @@ from typing import Any
 
 from faster_coco_eval import COCO, COCOeval_faster
 
+from paddlemix_r1.families import VISION_FAMILIES
 from paddlemix_r1.rewards.columns import as_size, check_column, check_completions
-from paddlemix_r1.rewards.coords import MODEL_FAMILIES, QWEN2_5_VL, Box, box_iou, model_box_to_original
+from paddlemix_r1.rewards.coords import QWEN2_5_VL, Box, box_iou, model_box_to_original
 from paddlemix_r1.rewards.parsing import answer_text, extract_answer
 
 # COCO's "all" area range is [0, 1e5 ** 2]: a detection outside it is ignored rather than counted as
@@ -200,8 +201,8 @@ def _frames(reward: str, n: int, columns: dict[str, Any]) -> list[BoxFrame]:
         if f is None:
             frames.append(BoxFrame())
             continue
-        if f not in MODEL_FAMILIES:
-            raise ValueError(f"{reward}: model_family[{i}] must be one of {MODEL_FAMILIES} or None, got {f!r}")
+        if f not in VISION_FAMILIES:
+            raise ValueError(f"{reward}: model_family[{i}] must be one of {VISION_FAMILIES} or None, got {f!r}")
         size = as_size(image_size[i], "image_size", i, reward)
         resized = None
         if f == QWEN2_5_VL:

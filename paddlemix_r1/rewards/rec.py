@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from paddlemix_r1.families import VISION_FAMILIES
 from paddlemix_r1.rewards.columns import as_size, check_column, check_completions
 from paddlemix_r1.rewards.coords import (
-    MODEL_FAMILIES,
     QWEN2_5_VL,
     Box,
     box_iou,
@@ -123,8 +123,8 @@ def score_rec(
     scores = []
     for i, completion in enumerate(completions):
         family = model_family[i]
-        if family not in MODEL_FAMILIES:
-            raise ValueError(f"{reward}: model_family[{i}] must be one of {MODEL_FAMILIES}, got {family!r}")
+        if family not in VISION_FAMILIES:
+            raise ValueError(f"{reward}: model_family[{i}] must be one of {VISION_FAMILIES}, got {family!r}")
         size = as_size(image_size[i], "image_size", i, reward)
         resized = None
         if family == QWEN2_5_VL:

@@ -54,7 +54,7 @@ class SampleScore:
 class ScoreContext:
     """What scoring one completion may need besides the gold answer (each task reads its own fields).
 
-    model_family:        rec: the frame the model writes boxes in (``rewards.coords.MODEL_FAMILIES``).
+    model_family:        rec: the frame the model writes boxes in (``families.VISION_FAMILIES``).
     image_size:          rec: (W, H) of the original image (the gold box's frame).
     resized_size:        rec with qwen2_5_vl: (W', H') of the image the model saw.
     verifier:            geoqa: the math_verify worker (None: the process-wide one).

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from paddlemix_r1.rewards.coords import MODEL_FAMILIES
+from paddlemix_r1.families import VISION_FAMILIES
 from paddlemix_r1.rewards.curr_reft import (
     DETECTION_IOU_THRESHOLD,
     curr_gold,
@@ -95,8 +95,8 @@ class DetectionTask(CurrReftTask):
         check_gold_box(gold_box_of(gold, where), where, gold)
 
     def check_evaluation(self, model_family: str | None) -> None:
-        if model_family not in MODEL_FAMILIES:
-            raise ValueError(f"detection evaluation needs model_family in {MODEL_FAMILIES}, got {model_family!r}")
+        if model_family not in VISION_FAMILIES:
+            raise ValueError(f"detection evaluation needs model_family in {VISION_FAMILIES}, got {model_family!r}")
 
     def score_open(self, completion: str, gold: str, ctx: ScoreContext, parsed: str | None) -> SampleScore:
         self.check_box_context(ctx)

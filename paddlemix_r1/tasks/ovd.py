@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from paddlemix_r1.rewards.coords import MODEL_FAMILIES
+from paddlemix_r1.families import VISION_FAMILIES
 from paddlemix_r1.rewards.detection import (
     BoxFrame,
     Detection,
@@ -59,8 +59,8 @@ class OvdTask(Task):
         return None if answer is None else predicted_detections(answer)
 
     def check_evaluation(self, model_family: str | None) -> None:
-        if model_family not in MODEL_FAMILIES:
-            raise ValueError(f"ovd evaluation needs model_family in {MODEL_FAMILIES}, got {model_family!r}")
+        if model_family not in VISION_FAMILIES:
+            raise ValueError(f"ovd evaluation needs model_family in {VISION_FAMILIES}, got {model_family!r}")
 
     def score(self, completion: str, gold: Any, ctx: ScoreContext) -> SampleScore:
         self.check_box_context(ctx)

@@ -13,7 +13,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from paddlemix_r1.rewards.coords import MODEL_FAMILIES, Box
+from paddlemix_r1.families import VISION_FAMILIES
+from paddlemix_r1.rewards.coords import Box
 from paddlemix_r1.rewards.parsing import parse_answer_box
 from paddlemix_r1.rewards.rec import IOU_THRESHOLD, gold_box, score_rec_completion
 from paddlemix_r1.tasks.base import SampleScore, ScoreContext, Task
@@ -41,8 +42,8 @@ class RecTask(Task):
         return parse_answer_box(completion, lenient)
 
     def check_evaluation(self, model_family: str | None) -> None:
-        if model_family not in MODEL_FAMILIES:
-            raise ValueError(f"rec evaluation needs model_family in {MODEL_FAMILIES}, got {model_family!r}")
+        if model_family not in VISION_FAMILIES:
+            raise ValueError(f"rec evaluation needs model_family in {VISION_FAMILIES}, got {model_family!r}")
 
     def score(self, completion: str, gold: Any, ctx: ScoreContext) -> SampleScore:
         self.check_box_context(ctx)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from paddlemix_r1.families import VISION_FAMILIES
 from paddlemix_r1.focus.boxes import (
     FocusBox,
     check_focus_box,
@@ -66,7 +67,7 @@ def test_padded_square_offsets_match_llava_expand2square() -> None:
     assert close(back[:2], (37.0, 12.0), 1e-6)
 
 
-@pytest.mark.parametrize("family", coords.MODEL_FAMILIES)
+@pytest.mark.parametrize("family", VISION_FAMILIES)
 def test_focus_box_in_both_families_frames(family: str) -> None:
     size = (500, 280)
     rh, rw = smart_resize(size[1], size[0])
