@@ -155,7 +155,7 @@ def _vlm_step(rows: list[dict], s: RacroEvalSettings, build, path: str) -> None:
                          SamplingSettings(max_new_tokens=s.max_new_tokens, do_sample=False), batch_size=s.batch_size,
                          images=[r["images"] for r in rows])
     atomic.write_jsonl(path, [{"id": r["id"], "question": r["question"], "answer": r["answer"], "output": o[0]}
-                        for r, o in zip(rows, outs)])
+                              for r, o in zip(rows, outs)])
 
 
 def run_racro_eval(s: RacroEvalSettings) -> dict:

@@ -29,10 +29,10 @@ figures measure learning the task, not generalising to unseen pictures.
 
 Neither learner trains on box annotations: GRPO's reward is the answer judge's (+ box validity); the
 offline filter adds VisRL's crop-relevance judge, here the crop's coverage of the square (VisRL asks a
-judge model whether the crop is relevant). Accuracy is greedy
-two-turn decoding on the test pictures; "box hit" is the fraction of test boxes holding the whole striped
-square with a crop no larger than a quadrant (a whole-picture box holds the square too, but its crop shows
-the stripes as grey). Figures for seeds 0-3: docs/visrl.md.
+judge model whether the crop is relevant). Accuracy is greedy two-turn decoding on the test pictures; "box
+hit" is the fraction of test boxes holding the whole striped square with a crop no larger than a quadrant (a
+whole-picture box holds the square too, but its crop shows the stripes as grey). Figures for seeds 0-3:
+docs/visrl.md.
 """
 
 from __future__ import annotations

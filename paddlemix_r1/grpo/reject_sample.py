@@ -82,11 +82,6 @@ def sft_record(prompt: str, completion: str, images: Sequence[Any], where: str =
             "images": list(images)}
 
 
-def write_jsonl(records: Sequence[Mapping], path: str) -> str:
-    """``records`` one JSON object a line, written whole or not at all (``atomic``)."""
-    return atomic.write_jsonl(path, records)
-
-
 def parse_score(reply: str) -> float | None:
     """A judge reply as a 0..100 score: one integer, surrounding space aside; None for anything else."""
     text = reply.strip()
@@ -362,8 +357,8 @@ def run_reject_sample(cfg: RejectSampleConfig, log: Callable[[str], None] = prin
             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
             batch_size=cfg.batch_size, seed=cfg.seed, prompt_method=cfg.prompt_method,
             max_prompt_length=cfg.max_prompt_length, log=lambda done, n: log(f"[reject-sample] {done}/{n} prompts"))
-        sft_path = write_jsonl(sft_records(rows, outcomes), cfg.output)
-        write_jsonl([dataclasses.asdict(o) for o in outcomes], f"{cfg.output}.samples.jsonl")
+        sft_path = atomic.write_jsonl(cfg.output, sft_records(rows, outcomes))
+        atomic.write_jsonl(f"{cfg.output}.samples.jsonl", [dataclasses.asdict(o) for o in outcomes])
         summary = _summary(cfg, outcomes, scorer, time.perf_counter() - t0)
         log(f"[reject-sample] kept {summary['kept']}/{summary['prompts']} prompts (threshold {cfg.threshold}) "
             f"-> {sft_path}" + (f"; judge failures {summary['judge']['failures']}/{summary['judge']['calls']}"

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
+from paddlemix_r1 import atomic
 from paddlemix_r1.cli import main as cli_main
 from paddlemix_r1.data.readers import read_training_files
 from paddlemix_r1.data.synthetic import counting_rows, write_jsonl_dataset
@@ -27,7 +28,6 @@ from paddlemix_r1.grpo.reject_sample import (
     select_best,
     sft_record,
     sft_records,
-    write_jsonl,
 )
 from paddlemix_r1.grpo.sft import read_sft_jsonl, run_sft
 from paddlemix_r1.models import build_tiny_checkpoint, from_pretrained
@@ -81,7 +81,7 @@ def test_sft_record_round_trip_and_errors(tmp_path):
                    "images": [str(img)]}
     system = {"messages": [{"role": "system", "content": "You are a helpful assistant"}, *rec["messages"]],
               "images": ["a.png"]}  # relative: resolved against image_root
-    path = write_jsonl([rec, system], str(tmp_path / "sft.jsonl"))
+    path = atomic.write_jsonl(str(tmp_path / "sft.jsonl"), [rec, system])
     rows = read_sft_jsonl(path, image_root=str(tmp_path))
     assert rows[0]["answer"] == "<think>x</think><answer>3</answer>" and rows[0]["images"] == [str(img)]
     assert rows[0]["conversation"] == [{"role": "user", "content": [{"type": "image"},
@@ -96,7 +96,7 @@ def test_sft_record_round_trip_and_errors(tmp_path):
         ({"images": [str(img)]}, r"sft.jsonl:1: field 'messages'"),
     ]
     for record, match in bad:
-        write_jsonl([record], path)
+        atomic.write_jsonl(path, [record])
         with pytest.raises(ValueError, match=match):
             read_sft_jsonl(path)
 
@@ -177,7 +177,7 @@ def test_named_rewards_pick_the_best_and_records_train(model_proc, data, tmp_pat
     records = sft_records(rows, outcomes)
     assert len(records) == sum(o.best is not None for o in outcomes)
     assert records, "no completion reached the threshold; lower it"
-    path = write_jsonl(records, str(tmp_path / "rs.jsonl"))
+    path = atomic.write_jsonl(str(tmp_path / "rs.jsonl"), records)
     examples = read_sft_jsonl(path)
     assert [e["answer"] for e in examples] == [o.completions[o.best] for o in outcomes if o.best is not None]
     assert examples[0]["images"] == rows[[o.best is not None for o in outcomes].index(True)]["images"]
@@ -194,7 +194,7 @@ def test_sft_on_records_freezes_vision_or_not(tiny, data, tmp_path, freeze):
     rows = list(read_training_files([data[0]], data[1], "counting"))
     recs = [sft_record(get_task("counting").prompt(r), f"<think>..</think><answer>{r['solution']}</answer>",
                        r["images"]) for r in rows]
-    examples = read_sft_jsonl(write_jsonl(recs, str(tmp_path / "sft.jsonl")))
+    examples = read_sft_jsonl(atomic.write_jsonl(str(tmp_path / "sft.jsonl"), recs))
     model, proc = from_pretrained(tiny), Processor.from_pretrained(tiny)
     vis0, txt0 = _visual_and_text(model)
     losses = run_sft(model, proc, examples, lambda r: r["conversation"], lambda r, rng: r["answer"], steps=2,

@@ -106,6 +106,10 @@ def test_without_the_library_every_gemm_uses_mkl_and_status_says_why(monkeypatch
         gemm.reload()
 
 
+def _env_without_thread_counts() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
 def _omp_threads_after_configure(env: dict[str, str]) -> tuple[int, int]:
     """The OpenMP pool's size after configure_runtime(), and after restore_runtime()."""
     code = ("import paddlemix_r1; paddlemix_r1.configure_runtime()\n"
@@ -119,7 +123,7 @@ def _omp_threads_after_configure(env: dict[str, str]) -> tuple[int, int]:
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to tell 1 thread from all")
 def test_configure_runtime_sizes_the_openmp_pool_like_mkl_unless_the_user_set_it():
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env = _env_without_thread_counts()
     # Paddle alone shrinks the pool to 1 thread; the compiled kernels and oneDNN run on it
     assert _omp_threads_after_configure({**env, "MKL_NUM_THREADS": "2"}) == (2, 1)
     assert _omp_threads_after_configure({**env, "OMP_NUM_THREADS": "1"}) == (1, 1)
@@ -147,11 +151,11 @@ def test_a_model_thread_gets_the_configured_openmp_pool():
         "future = worker.submit(prompt, SamplingParams(temperature=0.0)); worker.start()\n"
         "try:\n"
         "    future.result(timeout=60)\n"
-        "except RuntimeError:\n"
-        "    pass\n"
+        "except RuntimeError as e:\n"
+        "    assert 'no model here' in str(e), e\n"
         "worker.stop()\n"
         "print(*seen)\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env = _env_without_thread_counts()
     out = subprocess.run([sys.executable, "-c", code], env={**env, "MKL_NUM_THREADS": "2"}, capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip().splitlines()[-1].split() == ["1", "2", "2"]
